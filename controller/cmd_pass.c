@@ -1,1 +1,292 @@
-/* placeholder: being written */
+/* The commands that run a pass: run, once, plan. */
+#define _POSIX_C_SOURCE 200809L
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "execute.h"
+#include "log.h"
+#include "reconcile.h"
+#include "report.h"
+
+static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t reload_requested;
+
+/* Signal handlers only set flags; the loop acts on them between steps. */
+static void on_stop(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void on_reload(int sig)
+{
+    (void)sig;
+    reload_requested = 1;
+}
+
+static void install_signals(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_stop;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_reload;
+    sigaction(SIGHUP, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+}
+
+/* Sleep up to seconds, waking early for a stop or reload request. */
+static void sleep_interruptible(long seconds)
+{
+    struct timespec step = {0, 100 * 1000 * 1000};
+
+    for (long i = 0; i < seconds * 10 && !stop_requested && !reload_requested; i++)
+        nanosleep(&step, NULL);
+}
+
+static int resolve_interrupted(struct journal *j, struct nomad_client *client)
+{
+    char err[1024];
+    int n = execute_resolve_interrupted(j, client, (long long)time(NULL), err, sizeof(err));
+
+    if (n < 0) {
+        fprintf(stderr, "nomad-medic: resolving interrupted actions failed: %s\n", err);
+        return -1;
+    }
+    if (n > 0)
+        log_info("main", "resolved %d action(s) interrupted by an earlier stop", n);
+    return 0;
+}
+
+/* One pass against the live cluster, printed unless quiet. Returns an exit code. */
+static int live_pass(struct controller *c, int read_only, const struct cli_options *opts, int print,
+                     const char *title, size_t *proposed)
+{
+    struct source *src = source_live_new(c->client, c->policy->per_page);
+    struct pass_result r;
+    char err[1024] = "";
+    int rc;
+
+    if (src == NULL) {
+        fprintf(stderr, "nomad-medic: out of memory\n");
+        return EXIT_ERROR;
+    }
+    rc = reconcile_pass(c, src, read_only, &r, err, sizeof(err));
+    if (print) {
+        if (opts->json)
+            report_pass_json(stdout, &r, c->policy);
+        else
+            report_pass_text(stdout, &r, c->policy, title);
+    }
+    if (proposed != NULL)
+        *proposed = r.proposed;
+    pass_result_free(&r);
+    source_destroy(src);
+    if (rc != 0) {
+        log_error("main", "pass failed: %s", err);
+        fprintf(stderr, "nomad-medic: pass failed: %s\n", err);
+        return EXIT_ERROR;
+    }
+    return EXIT_OK;
+}
+
+int cmd_once(const struct cli_options *opts)
+{
+    struct controller c = {.scope = "cluster"};
+    struct policy p;
+    int rc = EXIT_ERROR;
+
+    if (cli_load_policy(opts, &p) != 0)
+        return EXIT_ERROR;
+    c.policy = &p;
+    if (cli_open_journal(&p, 0, &c.journal) != 0)
+        goto out;
+    c.client = cli_new_client(&p);
+    if (c.client == NULL)
+        goto out;
+    if (resolve_interrupted(c.journal, c.client) != 0)
+        goto out;
+    rc = live_pass(&c, 0, opts, 1, "Pass", NULL);
+
+out:
+    nomad_client_free(c.client);
+    journal_close(c.journal);
+    policy_free(&p);
+    return rc;
+}
+
+static struct source *offline_source(const char *path)
+{
+    char err[1024];
+    struct source *src;
+
+    if (source_is_capture_dir(path))
+        src = source_capture_reader_new(path, err, sizeof(err));
+    else
+        src = source_bundle_new(path, err, sizeof(err));
+    if (src == NULL)
+        fprintf(stderr, "nomad-medic: cannot read %s: %s\n", path, err);
+    return src;
+}
+
+/*
+ * A rule skipped for a failed read makes the plan an error, unless the
+ * source cannot hold that data at all (a debug bundle has no registrations).
+ */
+static int plan_incomplete(const struct pass_result *r)
+{
+    const struct assessment *as = &r->assessment;
+
+    if (!r->snapshot.leader_ok || !r->snapshot.nodes_ok)
+        return 1;
+    for (size_t i = 0; i < sizeof(as->rules) / sizeof(as->rules[0]); i++) {
+        const struct rule_status *st = &as->rules[i];
+
+        if (!st->enabled || st->evaluated)
+            continue;
+        if (strcmp(r->snapshot.source_name, "debug-bundle") == 0 &&
+            strcmp(st->rule, RULE_ORPHAN_SERVICES) == 0)
+            continue;
+        return 1;
+    }
+    return 0;
+}
+
+int cmd_plan(const struct cli_options *opts)
+{
+    struct controller c = {.scope = "cluster"};
+    struct source *src = NULL;
+    struct pass_result r;
+    struct policy p;
+    char err[1024] = "";
+    int rc = EXIT_ERROR;
+    int pass_rc;
+
+    memset(&r, 0, sizeof(r));
+    if (cli_load_policy(opts, &p) != 0)
+        return EXIT_ERROR;
+    c.policy = &p;
+    if (cli_open_journal(&p, 1, &c.journal) != 0)
+        goto out;
+    if (opts->from_capture != NULL) {
+        src = offline_source(opts->from_capture);
+    } else {
+        c.client = cli_new_client(&p);
+        if (c.client != NULL)
+            src = source_live_new(c.client, p.per_page);
+    }
+    if (src == NULL)
+        goto out;
+
+    pass_rc = reconcile_pass(&c, src, 1, &r, err, sizeof(err));
+    if (opts->json)
+        report_pass_json(stdout, &r, &p);
+    else
+        report_pass_text(stdout, &r, &p, "Plan");
+    if (pass_rc != 0) {
+        fprintf(stderr, "nomad-medic: plan failed: %s\n", err);
+    } else if (plan_incomplete(&r)) {
+        fprintf(stderr, "nomad-medic: the observation was incomplete (see the failed reads above); "
+                "the plan leaves out what depends on them\n");
+    } else if (opts->detailed_exitcode && r.proposed > 0) {
+        rc = EXIT_PLAN_CHANGES;
+    } else {
+        rc = EXIT_OK;
+    }
+    pass_result_free(&r);
+
+out:
+    source_destroy(src);
+    nomad_client_free(c.client);
+    journal_close(c.journal);
+    policy_free(&p);
+    return rc;
+}
+
+/* Reload the configuration file; on failure keep the old policy. */
+static void reload_policy(const struct cli_options *opts, struct policy *p)
+{
+    struct policy fresh;
+
+    if (opts->config_path == NULL) {
+        log_info("main", "SIGHUP: no configuration file to reload; the built-in policy stays");
+        return;
+    }
+    if (cli_load_policy(opts, &fresh) != 0) {
+        log_error("main", "SIGHUP: reloading %s failed; the previous policy stays in force",
+                  opts->config_path);
+        return;
+    }
+    if (strcmp(fresh.journal_path, p->journal_path) != 0)
+        log_warn("main", "SIGHUP: journal path changed to %s; it takes effect after a restart",
+                 fresh.journal_path);
+    {
+        /* Connection settings also need a new client; keep the journal path in use. */
+        char *keep = p->journal_path;
+
+        p->journal_path = NULL;
+        policy_free(p);
+        free(fresh.journal_path);
+        fresh.journal_path = keep;
+        *p = fresh;
+    }
+    log_info("main", "SIGHUP: reloaded %s mode=%s interval=%lds", opts->config_path,
+             policy_mode_name(p->mode), p->interval_s);
+}
+
+int cmd_run(const struct cli_options *opts)
+{
+    struct controller c = {.scope = "cluster"};
+    struct policy p;
+    int rc = EXIT_ERROR;
+
+    if (cli_load_policy(opts, &p) != 0)
+        return EXIT_ERROR;
+    c.policy = &p;
+    if (cli_open_journal(&p, 0, &c.journal) != 0)
+        goto out;
+    c.client = cli_new_client(&p);
+    if (c.client == NULL)
+        goto out;
+    install_signals();
+    log_info("main", "nomad-medic %s started scope=cluster mode=%s interval=%lds journal=%s nomad=%s",
+             NOMAD_MEDIC_VERSION, policy_mode_name(p.mode), p.interval_s, p.journal_path,
+             nomad_client_address(c.client));
+    if (resolve_interrupted(c.journal, c.client) != 0)
+        goto out;
+
+    while (!stop_requested) {
+        if (reload_requested) {
+            struct nomad_client *fresh;
+
+            reload_requested = 0;
+            reload_policy(opts, &p);
+            fresh = cli_new_client(&p);
+            if (fresh != NULL) {
+                nomad_client_free(c.client);
+                c.client = fresh;
+            }
+        }
+        if (live_pass(&c, 0, opts, 0, "Pass", NULL) != EXIT_OK)
+            log_error("main", "pass failed; retrying after the interval");
+        if (stop_requested)
+            break;
+        sleep_interruptible(p.interval_s);
+    }
+    log_info("main", "stop requested; exiting after the current step");
+    rc = EXIT_OK;
+
+out:
+    nomad_client_free(c.client);
+    journal_close(c.journal);
+    policy_free(&p);
+    return rc;
+}

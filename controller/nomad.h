@@ -7,10 +7,17 @@
  * A configuration file may override each of them (policy.h).
  *
  * Reads (GET) are retried a bounded number of times with jittered exponential
- * backoff on transport errors, 5xx (except a definite answer such as 404) and
- * 429; writes are sent exactly once. Every response is capped at
- * max_response_bytes. The ACL token is sent as X-Nomad-Token and never appears
- * in a log line, an error message or the journal.
+ * backoff on transport errors, timeouts, 429 and 5xx. A 5xx whose body
+ * contains "not found" (Nomad returns "job not found" with status 500) and
+ * every other 4xx are definite answers and are not retried. Writes are sent exactly once.
+ * Every decoded response body is capped at max_response_bytes. The ACL token
+ * is sent as X-Nomad-Token and never appears in a log line, an error message
+ * or the journal.
+ *
+ * Requests use HTTP/1.1, accept any compression libcurl supports, follow no
+ * redirects and identify as "nomad-medic/<version>". libcurl honours the
+ * http_proxy, https_proxy and no_proxy environment variables; unlike the Go
+ * client it also proxies loopback addresses unless no_proxy lists them.
  */
 #ifndef NOMAD_MEDIC_NOMAD_H
 #define NOMAD_MEDIC_NOMAD_H
@@ -23,12 +30,13 @@ struct nomad_conn_config {
     char *address;          /* default "http://127.0.0.1:4646"; "unix:///path" is accepted */
     char *token;            /* secret: never logged */
     char *region;           /* sent as ?region= when set */
-    char *namespace_name;   /* default namespace for single-namespace reads; rules use explicit ones */
+    char *namespace_name;   /* default namespace for single-namespace reads; callers add
+                               ?namespace= themselves, the client never does */
     char *ca_cert;
     char *ca_path;
     char *client_cert;
     char *client_key;       /* path only; the key's contents are never read by us */
-    char *tls_server_name;
+    char *tls_server_name;  /* https only: name for SNI and certificate checks */
     int skip_verify;        /* 0 unless the operator turned verification off */
     char *http_auth;        /* "user" or "user:password", HTTP Basic; secret */
     long connect_timeout_ms;   /* default 5000 */
@@ -64,10 +72,14 @@ enum nomad_result {
 
 /*
  * One response. body is NUL-terminated (body_len excludes the NUL) and owned
- * by the struct; nomad_response_free() releases it. After a failure, error
- * names the method, the endpoint (path without query), the status and Nomad's
- * error text, for example:
+ * by the struct; nomad_response_free() releases it. body is non-NULL whenever
+ * a complete response arrived (an empty 200 gives ""), and NULL after a
+ * transport error, a timeout or NOMAD_ERR_TOO_LARGE. With NOMAD_ERR_NO_LEADER
+ * from X-Nomad-KnownLeader: false, body contains the possibly stale data.
+ * After a failure, error names the method, the endpoint (path without
+ * query), the status and the start of Nomad's error text, for example:
  *   GET /v1/allocations: status 500: No cluster leader
+ * or for transport errors libcurl's message and the client's address.
  */
 struct nomad_response {
     enum nomad_result result;
@@ -90,21 +102,38 @@ struct nomad_client;
 
 /*
  * Create a client. Copies what it needs from cfg, which the caller keeps.
- * Returns NULL with err filled when the settings are invalid (for example an
- * address that is not http://, https:// or unix://).
+ * Returns NULL with err filled when a setting is invalid: an address that is
+ * not http://, https:// or unix://path, or that has a path or query. A token
+ * with a control character, an unreadable CA or client certificate file, and
+ * a non-positive timeout, size or connection count are rejected too.
+ * Userinfo in the address (http://user:pass@host) becomes HTTP Basic
+ * credentials unless http_auth is set.
+ *
+ * Safe to call from several threads: libcurl's global initialisation runs
+ * once under pthread_once(). One client must not be used by two threads at
+ * the same time.
  */
 struct nomad_client *nomad_client_new(const struct nomad_conn_config *cfg, char *err, size_t errsz);
 void nomad_client_free(struct nomad_client *client);
 
-/* The base address, for messages (never contains credentials). */
+/* The base address, for messages: scheme://host[:port] or unix://path, without credentials. */
 const char *nomad_client_address(const struct nomad_client *client);
 
 /*
- * Send one request. path starts with "/v1/" and may carry a query string;
- * the client appends region= when configured. body may be NULL. A GET is
- * retried as described above; PUT, POST and DELETE are sent once.
- * Returns 0 when resp->result is NOMAD_OK, else -1. resp is always filled and
- * must be freed with nomad_response_free().
+ * Send one request. method is GET, PUT, POST or DELETE. path starts with
+ * "/v1/" and may carry a query string whose values the caller escaped
+ * (nomad_escape()); the client appends region= when configured and the path
+ * names no region. body is JSON or NULL. A GET is retried as described above;
+ * PUT, POST and DELETE are sent once.
+ *
+ * The timeout is request_timeout_ms. A query with wait=<Go duration>, or a
+ * blocking query (index > 0) that the server holds for its 300 s default,
+ * gets wait * 17/16 + request_timeout_ms, because Nomad adds up to wait/16
+ * of jitter.
+ *
+ * Returns 0 when resp->result is NOMAD_OK, else -1. resp is overwritten
+ * without being freed, is always filled, and must be freed with
+ * nomad_response_free().
  */
 int nomad_request(struct nomad_client *client, const char *method, const char *path,
                   const char *body, struct nomad_response *resp);
@@ -113,8 +142,11 @@ int nomad_get(struct nomad_client *client, const char *path, struct nomad_respon
 
 /*
  * GET n paths concurrently over at most max_connections reused connections
- * (libcurl multi). resps[i] receives the response for paths[i], retried like
- * nomad_get(). Returns the number of responses whose result is not NOMAD_OK.
+ * (libcurl multi). resps[i] receives the response for paths[i], with the
+ * same cap, timeouts, classification and retries as nomad_get(). A failed
+ * path waits out its backoff while the others proceed. The connections stay
+ * open in the client for the next call. Returns the number of responses
+ * whose result is not NOMAD_OK; every resps[i] must be freed.
  */
 int nomad_get_many(struct nomad_client *client, const char *const *paths, size_t n,
                    struct nomad_response *resps);

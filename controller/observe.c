@@ -1,1 +1,759 @@
-/* placeholder: being written */
+/* Observation of the cluster through a source. */
+#define _POSIX_C_SOURCE 200809L
+#include "observe.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+typedef int (*item_fn)(struct snapshot *s, const cJSON *item);
+
+static const char *json_string(const cJSON *obj, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static char *dup_or_null(const char *text)
+{
+    return text ? strdup(text) : NULL;
+}
+
+/* Copy a UUID-sized field; anything longer is cut and then fails is_uuid() checks later. */
+static void copy_id(char dst[UUID_LEN + 1], const char *src)
+{
+    dst[0] = '\0';
+    if (src != NULL) {
+        strncpy(dst, src, UUID_LEN);
+        dst[UUID_LEN] = '\0';
+    }
+}
+
+static int grow(void **array, size_t *cap, size_t n, size_t size)
+{
+    size_t new_cap;
+    void *grown;
+
+    if (n < *cap)
+        return 0;
+    new_cap = *cap ? *cap * 2 : 64;
+    grown = realloc(*array, new_cap * size);
+    if (grown == NULL)
+        return -1;
+    *array = grown;
+    *cap = new_cap;
+    return 0;
+}
+
+/* Parse a response body that must be valid JSON; fills error on failure. */
+static cJSON *parse_body(const char *path, const struct nomad_response *resp, char *error, size_t errsz)
+{
+    cJSON *root;
+
+    if (resp->body == NULL || resp->body_len == 0) {
+        snprintf(error, errsz, "GET %s: empty response body where JSON was expected", path);
+        return NULL;
+    }
+    root = cJSON_ParseWithLength(resp->body, resp->body_len);
+    if (root == NULL)
+        snprintf(error, errsz, "GET %s: invalid or truncated JSON in response (%zu bytes)",
+                 path, resp->body_len);
+    return root;
+}
+
+static void strip_query(const char *path, char *out, size_t outsz)
+{
+    size_t len = strcspn(path, "?");
+
+    if (len >= outsz)
+        len = outsz - 1;
+    memcpy(out, path, len);
+    out[len] = '\0';
+}
+
+/*
+ * Read every page of a list endpoint and hand each element to fn. Records
+ * the read under read_name. Returns 1 when the list was read completely,
+ * 0 when a read failed, -1 on allocation failure.
+ */
+static int read_list(struct source *src, struct snapshot *s, const char *read_name,
+                     const char *base_path, item_fn fn)
+{
+    char path[2048];
+    char error[768] = "";
+    char *token = NULL;
+    int pages = 0;
+    int rc = 1;
+
+    for (;;) {
+        struct nomad_response resp;
+        const cJSON *item;
+        cJSON *root;
+        size_t len;
+
+        len = (size_t)snprintf(path, sizeof(path), "%s", base_path);
+        if (src->per_page > 0)
+            len += (size_t)snprintf(path + len, sizeof(path) - len, "%sper_page=%d",
+                                    strchr(base_path, '?') ? "&" : "?", src->per_page);
+        if (token != NULL) {
+            char *escaped = nomad_escape(token);
+
+            if (escaped == NULL) {
+                rc = -1;
+                break;
+            }
+            len += (size_t)snprintf(path + len, sizeof(path) - len, "%snext_token=%s",
+                                    strchr(path, '?') ? "&" : "?", escaped);
+            free(escaped);
+        }
+        if (len >= sizeof(path)) {
+            snprintf(error, sizeof(error), "GET %s: request path too long", base_path);
+            rc = 0;
+            break;
+        }
+
+        nomad_response_init(&resp);
+        if (source_get(src, path, &resp) != 0) {
+            snprintf(error, sizeof(error), "%s", resp.error);
+            nomad_response_free(&resp);
+            rc = 0;
+            break;
+        }
+        root = parse_body(path, &resp, error, sizeof(error));
+        if (root != NULL && !cJSON_IsArray(root)) {
+            char endpoint[512];
+
+            strip_query(path, endpoint, sizeof(endpoint));
+            snprintf(error, sizeof(error), "GET %s: expected a JSON array", endpoint);
+            cJSON_Delete(root);
+            root = NULL;
+        }
+        if (root == NULL) {
+            nomad_response_free(&resp);
+            rc = 0;
+            break;
+        }
+        cJSON_ArrayForEach(item, root) {
+            if (fn(s, item) != 0) {
+                rc = -1;
+                break;
+            }
+        }
+        cJSON_Delete(root);
+        pages++;
+
+        if (rc == -1 || resp.next_token == NULL || resp.next_token[0] == '\0') {
+            nomad_response_free(&resp);
+            break;
+        }
+        /* A server that hands back the token it was given would loop forever. */
+        if (token != NULL && strcmp(token, resp.next_token) == 0) {
+            snprintf(error, sizeof(error), "GET %s: pagination did not advance (next token %s)",
+                     base_path, token);
+            nomad_response_free(&resp);
+            rc = 0;
+            break;
+        }
+        free(token);
+        token = strdup(resp.next_token);
+        nomad_response_free(&resp);
+        if (token == NULL) {
+            rc = -1;
+            break;
+        }
+    }
+    free(token);
+
+    if (rc == 1) {
+        log_debug("observe", "read %s complete pages=%d", read_name, pages);
+        return snapshot_add_read(s, read_name, 1, NULL) == 0 ? 1 : -1;
+    }
+    if (rc == 0) {
+        log_warn("observe", "read %s failed: %s", read_name, error);
+        return snapshot_add_read(s, read_name, 0, error) == 0 ? 0 : -1;
+    }
+    return -1;
+}
+
+static int add_node(struct snapshot *s, const cJSON *item)
+{
+    struct snap_node *n;
+
+    if (grow((void **)&s->nodes, &s->cap_nodes, s->n_nodes, sizeof(*s->nodes)) != 0)
+        return -1;
+    n = &s->nodes[s->n_nodes];
+    memset(n, 0, sizeof(*n));
+    copy_id(n->id, json_string(item, "ID"));
+    n->name = dup_or_null(json_string(item, "Name"));
+    n->address = dup_or_null(json_string(item, "Address"));
+    n->datacenter = dup_or_null(json_string(item, "Datacenter"));
+    n->status = node_status_parse(json_string(item, "Status"));
+    s->n_nodes++;
+    return 0;
+}
+
+static int add_alloc(struct snapshot *s, const cJSON *item)
+{
+    struct snap_alloc *a;
+    const char *desired = json_string(item, "DesiredStatus");
+    const cJSON *mtime = cJSON_GetObjectItemCaseSensitive(item, "ModifyTime");
+
+    if (grow((void **)&s->allocs, &s->cap_allocs, s->n_allocs, sizeof(*s->allocs)) != 0)
+        return -1;
+    a = &s->allocs[s->n_allocs];
+    memset(a, 0, sizeof(*a));
+    copy_id(a->id, json_string(item, "ID"));
+    copy_id(a->node_id, json_string(item, "NodeID"));
+    a->namespace_name = dup_or_null(json_string(item, "Namespace"));
+    a->job_id = dup_or_null(json_string(item, "JobID"));
+    a->client_status = alloc_status_parse(json_string(item, "ClientStatus"));
+    a->desired_stop = desired != NULL && (strcmp(desired, "stop") == 0 || strcmp(desired, "evict") == 0);
+    /* ModifyTime is Unix nanoseconds, beyond a double's exact range; seconds are all we need. */
+    if (cJSON_IsNumber(mtime))
+        a->modify_time_s = (long long)(mtime->valuedouble / 1e9);
+    if (alloc_status_is_terminal(a->client_status))
+        s->terminal_allocs++;
+    s->n_allocs++;
+    return 0;
+}
+
+static int count_eval(struct snapshot *s, const cJSON *item)
+{
+    const char *status = json_string(item, "Status");
+
+    s->evals_total++;
+    if (status != NULL && (strcmp(status, "complete") == 0 || strcmp(status, "failed") == 0 ||
+                           strcmp(status, "canceled") == 0))
+        s->terminal_evals++;
+    return 0;
+}
+
+static int add_service(struct snapshot *s, const cJSON *item)
+{
+    struct snap_service *r;
+
+    if (grow((void **)&s->services, &s->cap_services, s->n_services, sizeof(*s->services)) != 0)
+        return -1;
+    r = &s->services[s->n_services];
+    memset(r, 0, sizeof(*r));
+    r->id = dup_or_null(json_string(item, "ID"));
+    r->service_name = dup_or_null(json_string(item, "ServiceName"));
+    r->namespace_name = dup_or_null(json_string(item, "Namespace"));
+    copy_id(r->alloc_id, json_string(item, "AllocID"));
+    copy_id(r->node_id, json_string(item, "NodeID"));
+    r->job_id = dup_or_null(json_string(item, "JobID"));
+    if (r->id == NULL || r->service_name == NULL || r->namespace_name == NULL) {
+        /* A registration without these cannot be addressed; skip it but say so. */
+        log_warn("observe", "skipping a service registration without ID, ServiceName or Namespace");
+        free(r->id);
+        free(r->service_name);
+        free(r->namespace_name);
+        free(r->job_id);
+        return 0;
+    }
+    s->n_services++;
+    return 0;
+}
+
+static int observe_leader(struct source *src, struct snapshot *s)
+{
+    struct nomad_response resp;
+    char error[768] = "";
+    cJSON *root = NULL;
+    int rc;
+
+    nomad_response_init(&resp);
+    if (source_get(src, "/v1/status/leader", &resp) != 0) {
+        snprintf(error, sizeof(error), "%s", resp.error);
+    } else {
+        root = parse_body("/v1/status/leader", &resp, error, sizeof(error));
+        if (root != NULL && cJSON_IsString(root) && root->valuestring[0] != '\0') {
+            s->leader = strdup(root->valuestring);
+            s->leader_ok = s->leader != NULL;
+        } else if (root != NULL) {
+            snprintf(error, sizeof(error), "GET /v1/status/leader: no cluster leader");
+        }
+    }
+    cJSON_Delete(root);
+    nomad_response_free(&resp);
+    if (!s->leader_ok)
+        log_warn("observe", "read leader failed: %s", error);
+    rc = snapshot_add_read(s, "leader", s->leader_ok, s->leader_ok ? NULL : error);
+    return rc;
+}
+
+/* Service (namespace, name) pairs from GET /v1/services?namespace=*. */
+struct service_pair {
+    char *namespace_name;
+    char *service_name;
+};
+
+static int list_service_pairs(struct source *src, struct snapshot *s, struct service_pair **pairs,
+                              size_t *n_pairs)
+{
+    const char *path = "/v1/services?namespace=*";
+    struct nomad_response resp;
+    char error[768] = "";
+    const cJSON *group;
+    size_t cap = 0;
+    cJSON *root;
+
+    *pairs = NULL;
+    *n_pairs = 0;
+    nomad_response_init(&resp);
+    if (source_get(src, path, &resp) != 0) {
+        snprintf(error, sizeof(error), "%s", resp.error);
+        nomad_response_free(&resp);
+        log_warn("observe", "read services failed: %s", error);
+        return snapshot_add_read(s, "services", 0, error) == 0 ? 0 : -1;
+    }
+    root = parse_body(path, &resp, error, sizeof(error));
+    nomad_response_free(&resp);
+    if (root == NULL || !cJSON_IsArray(root)) {
+        if (root != NULL)
+            snprintf(error, sizeof(error), "GET /v1/services: expected a JSON array");
+        cJSON_Delete(root);
+        log_warn("observe", "read services failed: %s", error);
+        return snapshot_add_read(s, "services", 0, error) == 0 ? 0 : -1;
+    }
+
+    cJSON_ArrayForEach(group, root) {
+        const char *ns = json_string(group, "Namespace");
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(group, "Services");
+        const cJSON *svc;
+
+        if (ns == NULL || !cJSON_IsArray(list))
+            continue;
+        cJSON_ArrayForEach(svc, list) {
+            const char *name = json_string(svc, "ServiceName");
+
+            if (name == NULL)
+                continue;
+            if (grow((void **)pairs, &cap, *n_pairs, sizeof(**pairs)) != 0)
+                goto oom;
+            (*pairs)[*n_pairs].namespace_name = strdup(ns);
+            (*pairs)[*n_pairs].service_name = strdup(name);
+            (*n_pairs)++;
+            if ((*pairs)[*n_pairs - 1].namespace_name == NULL ||
+                (*pairs)[*n_pairs - 1].service_name == NULL)
+                goto oom;
+        }
+    }
+    cJSON_Delete(root);
+    return snapshot_add_read(s, "services", 1, NULL) == 0 ? 1 : -1;
+
+oom:
+    cJSON_Delete(root);
+    return -1;
+}
+
+static void free_pairs(struct service_pair *pairs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(pairs[i].namespace_name);
+        free(pairs[i].service_name);
+    }
+    free(pairs);
+}
+
+static char *service_path(const struct service_pair *pair, int per_page)
+{
+    char *name = nomad_escape(pair->service_name);
+    char *ns = nomad_escape(pair->namespace_name);
+    char *path = NULL;
+    size_t len;
+
+    if (name != NULL && ns != NULL) {
+        len = strlen(name) + strlen(ns) + 64;
+        path = malloc(len);
+        if (path != NULL) {
+            if (per_page > 0)
+                snprintf(path, len, "/v1/service/%s?namespace=%s&per_page=%d", name, ns, per_page);
+            else
+                snprintf(path, len, "/v1/service/%s?namespace=%s", name, ns);
+        }
+    }
+    free(name);
+    free(ns);
+    return path;
+}
+
+/*
+ * Read every registration of every pair. First pages go out concurrently;
+ * a service with more than one page is finished with read_list().
+ */
+static int observe_registrations(struct source *src, struct snapshot *s)
+{
+    struct service_pair *pairs = NULL;
+    struct nomad_response *resps = NULL;
+    char **paths = NULL;
+    size_t n_pairs = 0;
+    int rc;
+
+    s->services_read = 1;
+    rc = list_service_pairs(src, s, &pairs, &n_pairs);
+    if (rc <= 0) {
+        free_pairs(pairs, n_pairs);
+        return rc;
+    }
+    s->services_ok = 1;
+    if (n_pairs == 0) {
+        free_pairs(pairs, n_pairs);
+        return 0;
+    }
+
+    paths = calloc(n_pairs, sizeof(*paths));
+    resps = calloc(n_pairs, sizeof(*resps));
+    if (paths == NULL || resps == NULL)
+        goto oom;
+    for (size_t i = 0; i < n_pairs; i++) {
+        paths[i] = service_path(&pairs[i], src->per_page);
+        if (paths[i] == NULL)
+            goto oom;
+        nomad_response_init(&resps[i]);
+    }
+    source_get_many(src, (const char *const *)paths, n_pairs, resps);
+
+    for (size_t i = 0; i < n_pairs; i++) {
+        char read_name[600];
+        char error[768] = "";
+        const cJSON *item;
+        cJSON *root = NULL;
+
+        snprintf(read_name, sizeof(read_name), "service %s/%s", pairs[i].namespace_name,
+                 pairs[i].service_name);
+        if (resps[i].result != NOMAD_OK) {
+            snprintf(error, sizeof(error), "%s", resps[i].error);
+        } else if (resps[i].next_token != NULL && resps[i].next_token[0] != '\0') {
+            /* More than one page: re-read this service page by page. */
+            char *base = service_path(&pairs[i], 0);
+
+            if (base == NULL)
+                goto oom;
+            rc = read_list(src, s, read_name, base, add_service);
+            free(base);
+            if (rc < 0)
+                goto oom;
+            if (rc == 0) {
+                s->services_ok = 0;
+                s->services_failed++;
+            }
+            continue;
+        } else {
+            root = parse_body(paths[i], &resps[i], error, sizeof(error));
+            if (root != NULL && !cJSON_IsArray(root)) {
+                snprintf(error, sizeof(error), "GET /v1/service/%s: expected a JSON array",
+                         pairs[i].service_name);
+                cJSON_Delete(root);
+                root = NULL;
+            }
+        }
+        if (root == NULL) {
+            log_warn("observe", "read %s failed: %s", read_name, error);
+            s->services_ok = 0;
+            s->services_failed++;
+            if (snapshot_add_read(s, read_name, 0, error) != 0)
+                goto oom;
+            continue;
+        }
+        cJSON_ArrayForEach(item, root) {
+            if (add_service(s, item) != 0) {
+                cJSON_Delete(root);
+                goto oom;
+            }
+        }
+        cJSON_Delete(root);
+        if (snapshot_add_read(s, read_name, 1, NULL) != 0)
+            goto oom;
+    }
+    rc = 0;
+    goto out;
+
+oom:
+    rc = -1;
+out:
+    for (size_t i = 0; paths != NULL && i < n_pairs; i++) {
+        free(paths[i]);
+        if (resps != NULL)
+            nomad_response_free(&resps[i]);
+    }
+    free(paths);
+    free(resps);
+    free_pairs(pairs, n_pairs);
+    return rc;
+}
+
+static int add_lookup(struct snapshot *s, const char *alloc_id, enum lookup_state state,
+                      enum alloc_status status, const char *error)
+{
+    struct snap_lookup *l;
+
+    if (grow((void **)&s->lookups, &s->cap_lookups, s->n_lookups, sizeof(*s->lookups)) != 0)
+        return -1;
+    l = &s->lookups[s->n_lookups];
+    memset(l, 0, sizeof(*l));
+    copy_id(l->alloc_id, alloc_id);
+    l->state = state;
+    l->client_status = status;
+    l->error = dup_or_null(error);
+    s->n_lookups++;
+    return 0;
+}
+
+static int lookup_seen(const struct snapshot *s, size_t first, const char *alloc_id)
+{
+    for (size_t i = first; i < s->n_lookups; i++) {
+        if (strcmp(s->lookups[i].alloc_id, alloc_id) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * Look up, one by one, the allocations that registrations name but the
+ * complete allocation list lacks. Only a 404 proves an allocation gone.
+ */
+static int observe_lookups(struct source *src, struct snapshot *s)
+{
+    struct nomad_response *resps = NULL;
+    char **paths = NULL;
+    char (*ids)[UUID_LEN + 1] = NULL;
+    size_t n = 0;
+    size_t first = s->n_lookups;
+    int rc = -1;
+
+    paths = calloc(s->n_services ? s->n_services : 1, sizeof(*paths));
+    ids = calloc(s->n_services ? s->n_services : 1, sizeof(*ids));
+    if (paths == NULL || ids == NULL)
+        goto out;
+
+    for (size_t i = 0; i < s->n_services; i++) {
+        const struct snap_service *r = &s->services[i];
+        int dup = 0;
+
+        if (snapshot_find_alloc(s, r->alloc_id) != NULL)
+            continue;
+        for (size_t k = 0; k < n; k++)
+            dup |= strcmp(ids[k], r->alloc_id) == 0;
+        if (dup || lookup_seen(s, first, r->alloc_id))
+            continue;
+        if (!is_uuid(r->alloc_id)) {
+            if (add_lookup(s, r->alloc_id, LOOKUP_FAILED, ALLOC_OTHER,
+                           "registration names an allocation ID that is not a UUID") != 0)
+                goto out;
+            continue;
+        }
+        char *ns = nomad_escape(r->namespace_name);
+        size_t len;
+
+        if (ns == NULL)
+            goto out;
+        len = strlen(ns) + UUID_LEN + 48;
+        paths[n] = malloc(len);
+        if (paths[n] == NULL) {
+            free(ns);
+            goto out;
+        }
+        snprintf(paths[n], len, "/v1/allocation/%s?namespace=%s", r->alloc_id, ns);
+        free(ns);
+        memcpy(ids[n], r->alloc_id, UUID_LEN + 1);
+        n++;
+    }
+    if (n == 0) {
+        rc = 0;
+        goto out;
+    }
+
+    resps = calloc(n, sizeof(*resps));
+    if (resps == NULL)
+        goto out;
+    for (size_t i = 0; i < n; i++)
+        nomad_response_init(&resps[i]);
+    source_get_many(src, (const char *const *)paths, n, resps);
+
+    for (size_t i = 0; i < n; i++) {
+        char read_name[64];
+        char error[768] = "";
+        int ok = 0;
+
+        snprintf(read_name, sizeof(read_name), "allocation %s", ids[i]);
+        if (resps[i].result == NOMAD_OK) {
+            cJSON *root = parse_body(paths[i], &resps[i], error, sizeof(error));
+            const char *id = root ? json_string(root, "ID") : NULL;
+
+            if (root != NULL && id != NULL && strcmp(id, ids[i]) == 0) {
+                ok = 1;
+                if (add_lookup(s, ids[i], LOOKUP_FOUND,
+                               alloc_status_parse(json_string(root, "ClientStatus")), NULL) != 0) {
+                    cJSON_Delete(root);
+                    goto out;
+                }
+            } else if (root != NULL) {
+                snprintf(error, sizeof(error), "GET /v1/allocation/%s: response is not that allocation",
+                         ids[i]);
+            }
+            cJSON_Delete(root);
+        } else if (resps[i].result == NOMAD_ERR_STATUS && resps[i].status == 404) {
+            ok = 1;
+            if (add_lookup(s, ids[i], LOOKUP_NOT_FOUND, ALLOC_OTHER, NULL) != 0)
+                goto out;
+        } else {
+            snprintf(error, sizeof(error), "%s", resps[i].error);
+        }
+        if (!ok) {
+            log_warn("observe", "read %s failed: %s", read_name, error);
+            if (add_lookup(s, ids[i], LOOKUP_FAILED, ALLOC_OTHER, error) != 0)
+                goto out;
+        }
+        if (snapshot_add_read(s, read_name, ok, ok ? NULL : error) != 0)
+            goto out;
+    }
+    rc = 0;
+
+out:
+    for (size_t i = 0; i < n; i++) {
+        free(paths[i]);
+        if (resps != NULL)
+            nomad_response_free(&resps[i]);
+    }
+    free(paths);
+    free(resps);
+    free(ids);
+    return rc;
+}
+
+/* Read the full node object of each down or disconnected node, for its evidence. */
+static int observe_unhealthy_nodes(struct source *src, struct snapshot *s)
+{
+    struct nomad_response *resps = NULL;
+    size_t *which = NULL;
+    char **paths = NULL;
+    size_t n = 0;
+    int rc = -1;
+
+    if (s->n_nodes == 0)
+        return 0;
+    paths = calloc(s->n_nodes, sizeof(*paths));
+    which = calloc(s->n_nodes, sizeof(*which));
+    if (paths == NULL || which == NULL)
+        goto out;
+    for (size_t i = 0; i < s->n_nodes; i++) {
+        if (s->nodes[i].status != NODE_DOWN && s->nodes[i].status != NODE_DISCONNECTED)
+            continue;
+        if (!is_uuid(s->nodes[i].id))
+            continue;
+        paths[n] = malloc(64);
+        if (paths[n] == NULL)
+            goto out;
+        snprintf(paths[n], 64, "/v1/node/%s", s->nodes[i].id);
+        which[n++] = i;
+    }
+    if (n == 0) {
+        rc = 0;
+        goto out;
+    }
+    resps = calloc(n, sizeof(*resps));
+    if (resps == NULL)
+        goto out;
+    for (size_t i = 0; i < n; i++)
+        nomad_response_init(&resps[i]);
+    source_get_many(src, (const char *const *)paths, n, resps);
+
+    for (size_t i = 0; i < n; i++) {
+        struct snap_node *node = &s->nodes[which[i]];
+        char read_name[64];
+        char error[768] = "";
+        cJSON *root = NULL;
+
+        snprintf(read_name, sizeof(read_name), "node %s", node->id);
+        if (resps[i].result == NOMAD_OK)
+            root = parse_body(paths[i], &resps[i], error, sizeof(error));
+        else
+            snprintf(error, sizeof(error), "%s", resps[i].error);
+        if (root != NULL) {
+            const cJSON *updated = cJSON_GetObjectItemCaseSensitive(root, "StatusUpdatedAt");
+            const cJSON *events = cJSON_GetObjectItemCaseSensitive(root, "Events");
+            int n_events = cJSON_GetArraySize(events);
+
+            if (cJSON_IsNumber(updated))
+                node->status_updated_at = (long long)updated->valuedouble;
+            if (n_events > 0) {
+                const char *msg = json_string(cJSON_GetArrayItem(events, n_events - 1), "Message");
+
+                node->last_event = dup_or_null(msg);
+            }
+            cJSON_Delete(root);
+        } else {
+            /* Evidence only: a failed node read blocks nothing, but it is recorded. */
+            log_warn("observe", "read %s failed: %s", read_name, error);
+        }
+        if (snapshot_add_read(s, read_name, root != NULL, root != NULL ? NULL : error) != 0)
+            goto out;
+    }
+    rc = 0;
+
+out:
+    for (size_t i = 0; i < n; i++) {
+        free(paths[i]);
+        if (resps != NULL)
+            nomad_response_free(&resps[i]);
+    }
+    free(paths);
+    free(which);
+    free(resps);
+    return rc;
+}
+
+int observe_cluster(struct source *src, const struct policy *p, struct snapshot *s)
+{
+    int want_allocs = p->orphan_services.common.enabled || p->system_gc.common.enabled ||
+                      p->down_nodes.common.enabled;
+    int rc;
+
+    s->observed_at = src->observed_at;
+    s->source_name = src->ops->name;
+    s->source_note = src->note;
+
+    if (observe_leader(src, s) != 0)
+        return -1;
+
+    rc = read_list(src, s, "nodes", "/v1/nodes", add_node);
+    if (rc < 0)
+        return -1;
+    s->nodes_ok = rc;
+
+    if (want_allocs) {
+        rc = read_list(src, s, "allocations", "/v1/allocations?namespace=*&task_states=false", add_alloc);
+        if (rc < 0)
+            return -1;
+        s->allocs_ok = rc;
+    }
+
+    if (p->system_gc.common.enabled) {
+        s->evals_read = 1;
+        rc = read_list(src, s, "evaluations", "/v1/evaluations?namespace=*", count_eval);
+        if (rc < 0)
+            return -1;
+        s->evals_ok = rc;
+    }
+
+    snapshot_index(s);
+
+    if (p->orphan_services.common.enabled) {
+        if (observe_registrations(src, s) != 0)
+            return -1;
+        /* Without the complete allocation list the rule is off; lookups would be wasted. */
+        if (s->allocs_ok && s->services_read && observe_lookups(src, s) != 0)
+            return -1;
+    }
+
+    if (p->down_nodes.common.enabled && s->nodes_ok && observe_unhealthy_nodes(src, s) != 0)
+        return -1;
+
+    snapshot_index(s);
+    return 0;
+}

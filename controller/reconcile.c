@@ -1,1 +1,221 @@
-/* placeholder: being written */
+/* One reconcile pass. */
+#define _POSIX_C_SOURCE 200809L
+#include "reconcile.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "execute.h"
+#include "guards.h"
+#include "log.h"
+#include "observe.h"
+
+void pass_result_free(struct pass_result *r)
+{
+    snapshot_free(&r->snapshot);
+    assessment_free(&r->assessment);
+}
+
+/* Fill first-seen times from the journal; record them unless read_only. */
+static int track_findings(struct controller *c, struct pass_result *r, int read_only, char *err,
+                          size_t errsz)
+{
+    struct assessment *as = &r->assessment;
+
+    for (size_t i = 0; i < as->n; i++) {
+        struct finding *f = &as->findings[i];
+        char *evidence;
+        int rc;
+
+        f->first_seen = r->now;
+        if (c->journal == NULL)
+            continue;
+        if (read_only || f->failed_read != NULL) {
+            /* A finding resting on a failed read has not been confirmed, so it starts no grace period. */
+            rc = journal_finding_first_seen(c->journal, f->key, &f->first_seen, err, errsz);
+            if (rc == JOURNAL_ERR)
+                return -1;
+            if (rc == JOURNAL_NOT_FOUND)
+                f->first_seen = r->now;
+            continue;
+        }
+        evidence = cJSON_PrintUnformatted(f->evidence);
+        rc = journal_finding_seen(c->journal, f->key, f->rule, f->subject, evidence, r->pass_id, r->now,
+                                  &f->first_seen, err, errsz);
+        free(evidence);
+        if (rc != JOURNAL_OK)
+            return -1;
+    }
+    if (read_only || c->journal == NULL)
+        return 0;
+    for (size_t i = 0; i < sizeof(as->rules) / sizeof(as->rules[0]); i++) {
+        if (as->rules[i].rule != NULL && as->rules[i].evaluated &&
+            journal_findings_sweep(c->journal, as->rules[i].rule, r->pass_id, err, errsz) != JOURNAL_OK)
+            return -1;
+    }
+    return 0;
+}
+
+static int act(struct controller *c, struct pass_result *r, int read_only, char *err, size_t errsz)
+{
+    struct assessment *as = &r->assessment;
+    struct guard_state guards;
+    struct exec_context ctx;
+
+    guards_begin(&guards, c->policy, &r->snapshot, c->journal, r->now);
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.policy = c->policy;
+    ctx.journal = c->journal;
+    ctx.client = c->client;
+    ctx.guards = &guards;
+    ctx.now = r->now;
+    ctx.pass_id = r->pass_id;
+    ctx.read_only = read_only;
+
+    for (size_t i = 0; i < as->n; i++) {
+        struct finding *f = &as->findings[i];
+        int rc;
+
+        if (f->action == NULL) {
+            r->advisories++;
+            log_warn("assess", "advisory rule=%s subject=%s: %s", f->rule, f->subject, f->reason);
+            continue;
+        }
+        r->proposed++;
+        rc = guards_check(&guards, f, err, errsz);
+        if (rc < 0)
+            return -1;
+        if (rc == 1) {
+            r->blocked++;
+            if (execute_record_blocked(&ctx, f, err, errsz) != 0)
+                return -1;
+            continue;
+        }
+        if (execute_finding(&ctx, f, err, errsz) != 0)
+            return -1;
+        if (f->outcome == OUTCOME_SUCCEEDED)
+            r->succeeded++;
+        else if (f->outcome == OUTCOME_FAILED)
+            r->failed++;
+        else if (f->outcome == OUTCOME_BLOCKED)
+            r->blocked++;
+    }
+
+    for (size_t i = 0; i < sizeof(as->rules) / sizeof(as->rules[0]); i++) {
+        if (as->rules[i].rule != NULL && as->rules[i].evaluated &&
+            execute_retire_cleared(&ctx, as, as->rules[i].rule, err, errsz) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static char *reads_json(const struct snapshot *s)
+{
+    cJSON *arr = cJSON_CreateArray();
+    char *text;
+
+    for (size_t i = 0; i < s->n_reads; i++) {
+        cJSON *o;
+
+        /* Successful reads are only counted: a large cluster has thousands of them. */
+        if (s->reads[i].ok)
+            continue;
+        o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "read", s->reads[i].name);
+        cJSON_AddBoolToObject(o, "ok", 0);
+        cJSON_AddStringToObject(o, "error", s->reads[i].error ? s->reads[i].error : "");
+        cJSON_AddItemToArray(arr, o);
+    }
+    text = cJSON_PrintUnformatted(arr);
+    cJSON_Delete(arr);
+    return text;
+}
+
+static char *summary_json(const struct pass_result *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    char *text;
+
+    cJSON_AddNumberToObject(o, "reads", (double)r->snapshot.n_reads);
+    cJSON_AddNumberToObject(o, "failed_reads", (double)r->failed_reads);
+    cJSON_AddNumberToObject(o, "findings", (double)r->assessment.n);
+    cJSON_AddNumberToObject(o, "proposed", (double)r->proposed);
+    cJSON_AddNumberToObject(o, "advisories", (double)r->advisories);
+    cJSON_AddNumberToObject(o, "blocked", (double)r->blocked);
+    cJSON_AddNumberToObject(o, "succeeded", (double)r->succeeded);
+    cJSON_AddNumberToObject(o, "failed", (double)r->failed);
+    text = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return text;
+}
+
+int reconcile_pass(struct controller *c, struct source *src, int read_only, struct pass_result *r,
+                   char *err, size_t errsz)
+{
+    const char *mode = policy_mode_name(c->policy->mode);
+    int expired = 0;
+    int rc = -1;
+
+    memset(r, 0, sizeof(*r));
+    snapshot_init(&r->snapshot);
+    r->now = c->client != NULL ? (long long)time(NULL) : src->observed_at;
+
+    if (!read_only) {
+        if (journal_pass_begin(c->journal, c->scope, mode, r->now, &r->pass_id, err, errsz) != JOURNAL_OK)
+            return -1;
+        if (journal_expire(c->journal, r->now, &expired, err, errsz) != JOURNAL_OK)
+            return -1;
+        if (expired > 0)
+            log_info("reconcile", "%d action(s) expired without a decision", expired);
+    }
+    log_info("reconcile", "pass %lld started scope=%s mode=%s source=%s", r->pass_id, c->scope, mode,
+             src->ops->name);
+
+    if (observe_cluster(src, c->policy, &r->snapshot) != 0) {
+        snprintf(err, errsz, "out of memory while reading the cluster");
+        goto finish;
+    }
+    for (size_t i = 0; i < r->snapshot.n_reads; i++)
+        r->failed_reads += !r->snapshot.reads[i].ok;
+    r->complete = r->failed_reads == 0;
+
+    if (rules_assess(&r->snapshot, c->policy, &r->assessment) != 0) {
+        snprintf(err, errsz, "out of memory while assessing the cluster");
+        goto finish;
+    }
+    for (size_t i = 0; i < sizeof(r->assessment.rules) / sizeof(r->assessment.rules[0]); i++) {
+        const struct rule_status *st = &r->assessment.rules[i];
+
+        if (st->enabled && !st->evaluated)
+            log_warn("reconcile", "rule %s skipped: %s", st->rule, st->skipped_because);
+    }
+    if (track_findings(c, r, read_only, err, errsz) != 0)
+        goto finish;
+    if (act(c, r, read_only, err, errsz) != 0)
+        goto finish;
+    rc = 0;
+
+finish:
+    if (!read_only) {
+        char *reads = reads_json(&r->snapshot);
+        char *summary = summary_json(r);
+        char ferr[512];
+
+        if (journal_pass_finish(c->journal, r->pass_id, (long long)time(NULL), r->complete && rc == 0,
+                                reads, summary, ferr, sizeof(ferr)) != JOURNAL_OK) {
+            log_error("reconcile", "recording the end of pass %lld failed: %s", r->pass_id, ferr);
+            if (rc == 0)
+                snprintf(err, errsz, "%s", ferr);
+            rc = -1;
+        }
+        free(reads);
+        free(summary);
+    }
+    log_info("reconcile", "pass %lld finished complete=%d failed_reads=%zu findings=%zu proposed=%zu "
+             "advisories=%zu blocked=%zu succeeded=%zu failed=%zu", r->pass_id, r->complete,
+             r->failed_reads, r->assessment.n, r->proposed, r->advisories, r->blocked, r->succeeded,
+             r->failed);
+    return rc;
+}

@@ -3,10 +3,28 @@
  *
  * One file holds the Nomad connection, the journal path, logging and the
  * policy rules. With no file, policy_init_defaults() gives the built-in
- * default policy, whose global mode is dry-run. Durations are written like
- * "90s", "10m", "1h30m", "2d" and rates like "6/h" ("count/unit", unit s, m,
- * h or d). Every value is checked on load; an invalid file fails with
+ * default policy, whose global mode is dry-run; policies/default.conf is the
+ * same policy written out with the reason for every value.
+ *
+ * Precedence: built-in defaults, then the NOMAD_* environment, then the file.
+ * A file setting replaces the environment only where the file sets it, and
+ * an empty string ("") for an optional connection string (token, region,
+ * namespace, TLS paths, http_auth) unsets it.
+ *
+ * Value syntax:
+ *   durations  "0", "90s", "10m", "1h30m", "2d": units d, h, m, s, largest
+ *              first, each at most once. Policy durations are whole seconds;
+ *              only the nomad.* timeouts also take "ms" ("1500ms", "1s500ms").
+ *   rates      "6/h" or "1/30m" (count per unit or per duration); "0" means
+ *              no limit.
+ *   sizes      "64MiB" (units B, KiB, MiB, GiB).
+ *   shares     a number from 0 to 1 (0.3) or a percentage string ("30%").
+ * Every value is checked on load, every unknown group or setting name is an
+ * error, and an invalid file fails with
  *   FILE:LINE: what is wrong; expected form
+ *
+ * @include paths are resolved the way libconfig 1.5 does it: relative to the
+ * working directory, not to the including file.
  */
 #ifndef NOMAD_MEDIC_POLICY_H
 #define NOMAD_MEDIC_POLICY_H
@@ -22,7 +40,7 @@ enum policy_mode {
     MODE_ENFORCE,
 };
 
-/* A token bucket: up to `count` actions per `period_s` seconds. count 0 means no limit. */
+/* A token bucket: up to `count` actions per `period_s` seconds. count 0 means no limit (period_s is then 0). */
 struct policy_rate {
     int count;
     long period_s;
@@ -48,7 +66,8 @@ struct policy_system_gc {
 };
 
 struct policy_down_nodes {
-    struct policy_rule_common common;  /* advisory only for now: mode and limits unused */
+    /* Advisory only for now: mode and limits are unused, and the file accepts only enabled and min_down. */
+    struct policy_rule_common common;
     long min_down_s;                   /* report a node once it has been down this long */
 };
 
@@ -74,15 +93,27 @@ struct policy {
     struct policy_down_nodes down_nodes;
 };
 
-/* Fill p with the built-in default policy (global mode dry-run) and the NOMAD_* environment. */
+/*
+ * Fill p with the built-in default policy (global mode dry-run) and the
+ * NOMAD_* environment. p's previous contents are overwritten, not freed.
+ * Returns 0; the caller frees p with policy_free(). Returns -1 only when
+ * memory runs out, with p freed and a message in err.
+ */
 int policy_init_defaults(struct policy *p, char *err, size_t errsz);
 
 /*
- * Load path over the defaults. On failure returns -1, leaves p freed, and
- * err holds "PATH:LINE: problem; expected form".
+ * Load the file at path (not NULL) over the defaults and the environment.
+ * p's previous contents are overwritten, not freed. On success returns 0,
+ * p->source_path is a copy of path, and the caller frees p with
+ * policy_free(). On failure returns -1, leaves p freed (zeroed, so a second
+ * policy_free() is harmless), and err holds one line:
+ *   PATH:LINE: problem; expected form       (invalid content)
+ *   PATH: cannot read: <strerror>; check the --config path
+ * err may be NULL when errsz is 0; a long message is truncated.
  */
 int policy_load(const char *path, struct policy *p, char *err, size_t errsz);
 
+/* Free every string p owns and zero p. Safe on a zeroed policy. */
 void policy_free(struct policy *p);
 
 /* The mode a rule runs in: its own, else the global one. */
@@ -91,19 +122,46 @@ enum policy_mode policy_rule_mode(const struct policy *p, const struct policy_ru
 /* Override the global mode and every rule's mode (the --mode option). */
 void policy_force_mode(struct policy *p, enum policy_mode mode);
 
-const char *policy_mode_name(enum policy_mode mode);   /* "dry-run", "approve", "enforce" */
+/* "dry-run", "approve", "enforce"; "unset" for MODE_UNSET and any other value. */
+const char *policy_mode_name(enum policy_mode mode);
+
+/* Parse "dry-run", "approve" or "enforce" (exact, lower case). Returns 0, or -1. */
 int policy_parse_mode(const char *text, enum policy_mode *out);
 
-/* Parse "90s", "10m", "1h30m", "2d", "0". Returns 0 and seconds in *out, or -1. */
+/*
+ * Parse "90s", "10m", "1h30m", "2d", "0". Units d, h, m, s, largest first,
+ * each at most once; no sign, no spaces, no "ms". Returns 0 and seconds in
+ * *out, or -1 (also on overflow).
+ */
 int policy_parse_duration(const char *text, long *out);
 
-/* Parse "6/h", "1/30m", "0" (no limit). Returns 0, or -1. */
+/*
+ * Parse "6/h", "1/30m", "0" (no limit). The part after '/' is one unit
+ * letter (s, m, h, d) or a duration above zero; the count is 1 or more
+ * ("0/h" is rejected because "0" alone means no limit). Returns 0, or -1.
+ */
 int policy_parse_rate(const char *text, struct policy_rate *out);
 
-/* Format seconds as "1h30m", "10m", "45s", "0s" into buf. Returns buf. */
+/* Format a rate as policy_parse_rate() reads it: "6/h", "1/30m", "0". Returns buf. */
+char *policy_format_rate(const struct policy_rate *rate, char *buf, size_t bufsz);
+
+/*
+ * Format seconds as "1h30m", "10m", "45s", "0s", "48h" into buf, the form
+ * policy_parse_duration() reads: units h, m, s, largest first, as Go writes
+ * durations (no "d"); a negative value gets a leading '-'. Truncates to fit
+ * bufsz; 32 bytes hold any long. Returns buf.
+ */
 char *policy_format_duration(long seconds, char *buf, size_t bufsz);
 
-/* Write the effective policy as libconfig text (for `nomad-medic config show`-style output and tests). */
+/*
+ * Write the effective policy as libconfig text that policy_load() reads back
+ * to the same policy (for `config show`-style output and tests). Secrets never
+ * appear: a set token or http_auth becomes the comment "# token is set (not
+ * shown)", so a reloaded dump has them unset. Unset optional strings and a
+ * rule mode that follows controller.mode are written as comments too.
+ * Returns 0 with a malloc'd NUL-terminated string in *out (the caller frees
+ * it with free()), or -1 when memory runs out.
+ */
 int policy_dump(const struct policy *p, char **out);
 
 #endif

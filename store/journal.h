@@ -20,7 +20,10 @@
  * unknown, and never repeats the request blindly.
  *
  * Times are Unix seconds (UTC). Functions return JOURNAL_OK (0) or a negative
- * code, with err filled for JOURNAL_ERR.
+ * code, and fill err (when not NULL; truncated to errsz) for every code but
+ * JOURNAL_OK. Every string argument and string field may be NULL and is
+ * stored as SQL NULL, except where a comment says otherwise.
+ * A struct journal is not thread-safe; give each thread its own.
  */
 #ifndef NOMAD_MEDIC_JOURNAL_H
 #define NOMAD_MEDIC_JOURNAL_H
@@ -48,14 +51,19 @@ enum journal_state {
     JS_STATE_COUNT,
 };
 
-const char *journal_state_name(enum journal_state state);       /* "pending_approval", ... */
+/* "pending_approval", ...; "invalid" for a value outside the enum. */
+const char *journal_state_name(enum journal_state state);
+/* Returns JOURNAL_OK, or JOURNAL_NOT_FOUND for an unknown or NULL name (err is not used). */
 int journal_parse_state(const char *name, enum journal_state *out);
 int journal_state_is_open(enum journal_state state);
+
+/* The schema version (PRAGMA user_version) this build creates and reads. */
+int journal_schema_version(void);
 
 /* One action row. Strings are owned by the struct (journal_action_free). */
 struct journal_action {
     long long id;
-    char *idem_key;        /* "kind:target"; one open row per key */
+    char *idem_key;        /* "kind:target"; one open row per key (a NULL key escapes that rule) */
     char *kind;            /* "service_delete", "system_gc", ... */
     char *target;          /* registration ID, "cluster", node ID ... */
     char *rule;
@@ -89,14 +97,25 @@ struct journal;
 
 /*
  * Open or create the journal at path and bring its schema to the current
- * version. Creates missing parent directories (mode 0700) unless READONLY.
- * Sets WAL mode, synchronous=FULL and a busy timeout, so a crash after a
- * commit never loses the row.
+ * version in one transaction. Creates missing parent directories (mode 0700)
+ * and a new file with mode 0600 unless READONLY. Sets WAL mode,
+ * synchronous=FULL, foreign keys and a 5 s busy timeout, so a crash after a
+ * commit never loses the row (as long as the disk honors fsync).
+ * Fails with JOURNAL_ERR when the file's schema is newer than this build
+ * knows, and, with READONLY, when the file is missing or needs a migration.
+ * On success *out is owned by the caller (journal_close); on failure it is NULL.
  */
 int journal_open(const char *path, int flags, struct journal **out, char *err, size_t errsz);
 void journal_close(struct journal *j);
 
-/* Caller-managed transaction (BEGIN IMMEDIATE / COMMIT / ROLLBACK); they nest by counting. */
+/*
+ * Caller-managed transaction (BEGIN IMMEDIATE / COMMIT / ROLLBACK). They nest
+ * by counting: only the outermost begin and commit reach SQLite. A rollback
+ * at an inner level makes the outermost commit roll back and return
+ * JOURNAL_ERR, so a caller can wrap journal_bucket_take and
+ * journal_action_insert and undo both. Functions below that need several
+ * statements open their own nested level.
+ */
 int journal_begin(struct journal *j, char *err, size_t errsz);
 int journal_commit(struct journal *j, char *err, size_t errsz);
 void journal_rollback(struct journal *j);
@@ -122,6 +141,8 @@ int journal_last_pass(struct journal *j, long long *finished_at, int *complete, 
 /*
  * Record that finding key (rule + subject) was seen in pass_id. Inserts it
  * with first_seen = now when new; *first_seen receives the stored value.
+ * An existing finding keeps first_seen and gets the new evidence, last-seen
+ * time and pass. key must not be NULL (JOURNAL_ERR).
  */
 int journal_finding_seen(struct journal *j, const char *key, const char *rule, const char *subject,
                          const char *evidence, long long pass_id, long long now,
@@ -143,28 +164,37 @@ int journal_findings_sweep(struct journal *j, const char *rule, long long pass_i
 
 /*
  * Insert a row in a new-row state (dry_run, pending_approval, executing,
- * blocked). Fills created_at/updated_at from now and expires_at for
- * pending_approval. *id receives the row id. JOURNAL_CONFLICT when an open
- * row for the same idem_key exists.
+ * blocked). Sets created_at and updated_at to now. Keeps a->expires_at for
+ * pending_approval, which must be after now, and stores 0 for other states.
+ * An executing row starts with attempts 1. The fields id, decided_by,
+ * decided_at, attempts, created_at, updated_at and times_seen are ignored.
+ * a->pass_id is 0 or an id from journal_pass_begin. *id receives the row id.
+ * JOURNAL_CONFLICT, with err naming the key and the open row's id, when an
+ * open row for the same idem_key exists; JOURNAL_ERR for any other state.
  */
 int journal_action_insert(struct journal *j, const struct journal_action *a, long long now,
                           long long *id, char *err, size_t errsz);
 
 /*
  * Record a dry_run or blocked outcome without filling the journal on every
- * pass: when the newest row for the key has the same state, blocked_by and
- * basis, refresh it (updated_at, pass_id, times_seen + 1) and return its id;
- * otherwise insert a new row.
+ * pass. When the newest row for the key has the same state, blocked_by and
+ * basis (NULL equals NULL), refresh it (updated_at, pass_id, times_seen + 1)
+ * and return its id. Otherwise insert a new row. Other states: JOURNAL_ERR.
  */
 int journal_action_record(struct journal *j, const struct journal_action *a, long long now,
                           long long *id, char *err, size_t errsz);
 
 /*
  * Move row id from `from` to `to` if and only if it is still in `from` and
- * the transition is allowed (see the diagram above). note goes to last_error
- * (may be NULL); who goes to decided_by for approve/reject (may be NULL).
- * Entering executing increments attempts. JOURNAL_CONFLICT when the row is
- * no longer in `from` or the transition is not allowed.
+ * the transition is allowed (see the diagram above). note replaces
+ * last_error; a NULL note keeps the old one. who goes to decided_by (with
+ * decided_at = now) when `to` is approved or rejected, and to blocked_by
+ * when `to` is blocked; it is ignored otherwise. Entering executing
+ * increments attempts and sets the execution time for
+ * journal_last_execution. Entering a state other than pending_approval or
+ * approved clears expires_at. JOURNAL_NOT_FOUND when there is no row id;
+ * JOURNAL_CONFLICT, with err naming from, to and the current state, when
+ * the row is no longer in `from` or the transition is not allowed.
  */
 int journal_action_transition(struct journal *j, long long id, enum journal_state from,
                               enum journal_state to, const char *note, const char *who,
@@ -172,12 +202,15 @@ int journal_action_transition(struct journal *j, long long id, enum journal_stat
 
 /*
  * Approve or reject a pending action (the CLI and the approval API). Fails
- * with JOURNAL_CONFLICT and an err that says why when the row is not
- * pending_approval or has expired (it is then marked expired).
+ * with JOURNAL_CONFLICT and an err that explains why when the row is not
+ * pending_approval or has expired (expires_at <= now). An expired row is
+ * marked expired and committed before the call returns.
+ * JOURNAL_NOT_FOUND when there is no row id.
  */
 int journal_action_decide(struct journal *j, long long id, int approve, const char *who,
                           long long now, char *err, size_t errsz);
 
+/* Read row id into out, which the caller frees with journal_action_free. JOURNAL_NOT_FOUND if absent. */
 int journal_action_get(struct journal *j, long long id, struct journal_action *out,
                        char *err, size_t errsz);
 
@@ -193,7 +226,10 @@ int journal_action_find_open(struct journal *j, const char *idem_key, struct jou
 int journal_action_list(struct journal *j, unsigned state_mask, size_t limit,
                         struct journal_action **rows, size_t *n, char *err, size_t errsz);
 
-/* Move pending_approval and approved rows whose expires_at <= now to expired. */
+/*
+ * Move pending_approval and approved rows whose expires_at <= now to expired.
+ * *expired receives the number of rows moved.
+ */
 int journal_expire(struct journal *j, long long now, int *expired, char *err, size_t errsz);
 
 /*
@@ -210,7 +246,11 @@ int journal_last_execution(struct journal *j, const char *idem_key, long long *a
  * capacity/period_s per second) up to now, then take one token if take is
  * non-zero and one is available. *allowed is 1 when a token was (or, with
  * take 0, would be) available; *tokens_left receives the remainder.
- * A capacity of 0 means no limit: always allowed.
+ * A new bucket starts full. The refill and the take run in one transaction
+ * (nested inside the caller's, if any); take 0 writes nothing.
+ * A capacity of 0 means no limit: always allowed, *tokens_left 0, nothing
+ * read or written. A negative capacity, a period_s <= 0 with a positive
+ * capacity, or a NULL name is JOURNAL_ERR.
  */
 int journal_bucket_take(struct journal *j, const char *name, int capacity, long period_s,
                         long long now, int take, int *allowed, double *tokens_left,

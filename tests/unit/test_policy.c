@@ -1,1 +1,1190 @@
-int main(void) { return 0; }
+/*
+ * Tests of the policy loader: value parsers, defaults, NOMAD_* precedence,
+ * every setting of the file format, every error message with its line, the
+ * dump, and the shipped policies/default.conf and policies/audit.conf.
+ * Policy files are written to a fresh temporary directory per test.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../policies/policy.h"
+
+#define SHIPPED_DEFAULT NM_TEST_DATA "/../../policies/default.conf"
+#define SHIPPED_AUDIT NM_TEST_DATA "/../../policies/audit.conf"
+#define FULL_POLICY NM_TEST_DATA "/policy/full.conf"
+
+static const char *const nomad_env_vars[] = {
+    "NOMAD_ADDR",        "NOMAD_TOKEN",       "NOMAD_REGION",
+    "NOMAD_NAMESPACE",   "NOMAD_CACERT",      "NOMAD_CAPATH",
+    "NOMAD_CLIENT_CERT", "NOMAD_CLIENT_KEY",  "NOMAD_TLS_SERVER_NAME",
+    "NOMAD_SKIP_VERIFY", "NOMAD_HTTP_AUTH",
+};
+
+struct fixture {
+    char dir[PATH_MAX];
+};
+
+/* NOMAD_* variables set in the caller's shell must not leak into the expected values. */
+static void clear_nomad_env(void)
+{
+    for (size_t i = 0; i < sizeof(nomad_env_vars) / sizeof(nomad_env_vars[0]); i++)
+        unsetenv(nomad_env_vars[i]);
+}
+
+static int setup(void **state)
+{
+    struct fixture *fx = calloc(1, sizeof(*fx));
+    const char *tmp = getenv("TMPDIR");
+
+    if (fx == NULL)
+        return -1;
+    clear_nomad_env();
+    snprintf(fx->dir, sizeof(fx->dir), "%s/test_policy.XXXXXX",
+             tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
+    if (mkdtemp(fx->dir) == NULL) {
+        free(fx);
+        return -1;
+    }
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+    DIR *dir = opendir(fx->dir);
+    struct dirent *entry;
+    char path[PATH_MAX + 256];
+
+    if (dir != NULL) {
+        while ((entry = readdir(dir)) != NULL) {
+            if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
+                continue;
+            snprintf(path, sizeof(path), "%s/%s", fx->dir, entry->d_name);
+            unlink(path);
+        }
+        closedir(dir);
+    }
+    rmdir(fx->dir);
+    clear_nomad_env();
+    free(fx);
+    return 0;
+}
+
+/* Write text to fx->dir/name and put its path in path. */
+static void write_file(const struct fixture *fx, const char *name, const char *text, char *path,
+                       size_t pathsz)
+{
+    FILE *f;
+
+    snprintf(path, pathsz, "%s/%s", fx->dir, name);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* Load text as fx->dir/policy.conf. Returns policy_load()'s result. */
+static int load_text(const struct fixture *fx, const char *text, struct policy *p, char *err,
+                     size_t errsz)
+{
+    char path[PATH_MAX];
+
+    write_file(fx, "policy.conf", text, path, sizeof(path));
+    return policy_load(path, p, err, errsz);
+}
+
+static char *dump_or_fail(const struct policy *p)
+{
+    char *text = NULL;
+
+    assert_int_equal(policy_dump(p, &text), 0);
+    assert_non_null(text);
+    return text;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Value parsers                                                           */
+
+static void test_duration_parse_valid(void **state)
+{
+    static const struct {
+        const char *text;
+        long seconds;
+    } cases[] = {
+        {"0", 0},           {"0s", 0},          {"90s", 90},        {"10m", 600},
+        {"1h30m", 5400},    {"2d", 172800},     {"1d2h3m4s", 93784}, {"90m", 5400},
+        {"24h", 86400},     {"1h0m5s", 3605},
+    };
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        long seconds = -1;
+
+        assert_int_equal(policy_parse_duration(cases[i].text, &seconds), 0);
+        assert_int_equal(seconds, cases[i].seconds);
+    }
+}
+
+static void test_duration_parse_invalid(void **state)
+{
+    static const char *const cases[] = {
+        "", "10", "1500ms", "10 minutes", "-5m", "+5m", "1m1h", "1h1h", "m", "1.5h",
+        "10M", " 10m", "10m ", "1h30", "99999999999999999999s", "106751991167301d",
+    };
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        long seconds = 12345;
+
+        assert_int_equal(policy_parse_duration(cases[i], &seconds), -1);
+        assert_int_equal(seconds, 12345);
+    }
+}
+
+static void test_duration_format(void **state)
+{
+    static const struct {
+        long seconds;
+        const char *text;
+    } cases[] = {
+        {0, "0s"},        {45, "45s"},       {600, "10m"},   {5400, "1h30m"},
+        {86400, "24h"},   {90061, "25h1m1s"}, {3605, "1h5s"}, {-90, "-1m30s"},
+    };
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char buf[32];
+        long back = -1;
+
+        assert_string_equal(policy_format_duration(cases[i].seconds, buf, sizeof(buf)),
+                            cases[i].text);
+        if (cases[i].seconds >= 0) {
+            assert_int_equal(policy_parse_duration(buf, &back), 0);
+            assert_int_equal(back, cases[i].seconds);
+        }
+    }
+}
+
+static void test_duration_format_truncates(void **state)
+{
+    char buf[4];
+    char large[32];
+    (void)state;
+
+    assert_string_equal(policy_format_duration(5400, buf, sizeof(buf)), "1h3");
+    assert_int_equal(strlen(policy_format_duration(LONG_MAX, large, sizeof(large))) <
+                         sizeof(large) - 1,
+                     1);
+}
+
+static void test_rate_parse_valid(void **state)
+{
+    static const struct {
+        const char *text;
+        int count;
+        long period_s;
+    } cases[] = {
+        {"6/h", 6, 3600},   {"1/30m", 1, 1800}, {"0", 0, 0},       {"20/1h", 20, 3600},
+        {"5/s", 5, 1},      {"2/d", 2, 86400},  {"3/1h30m", 3, 5400}, {"1/m", 1, 60},
+    };
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct policy_rate rate = {-1, -1};
+
+        assert_int_equal(policy_parse_rate(cases[i].text, &rate), 0);
+        assert_int_equal(rate.count, cases[i].count);
+        assert_int_equal(rate.period_s, cases[i].period_s);
+    }
+}
+
+static void test_rate_parse_invalid(void **state)
+{
+    static const char *const cases[] = {
+        "", "0/h", "6/", "/h", "6/x", "6 /h", "-1/h", "30 per hour", "6/0s", "6/0",
+        "6", "6/h/h", "6/H", "2147483648/h", "6/1500ms", "00",
+    };
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct policy_rate rate = {-1, -1};
+
+        assert_int_equal(policy_parse_rate(cases[i], &rate), -1);
+    }
+}
+
+static void test_rate_format(void **state)
+{
+    static const struct {
+        struct policy_rate rate;
+        const char *text;
+    } cases[] = {
+        {{6, 3600}, "6/h"}, {{1, 1800}, "1/30m"}, {{0, 0}, "0"},
+        {{2, 86400}, "2/d"}, {{5, 1}, "5/s"},     {{3, 5400}, "3/1h30m"},
+    };
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char buf[32];
+        struct policy_rate back = {-1, -1};
+
+        assert_string_equal(policy_format_rate(&cases[i].rate, buf, sizeof(buf)), cases[i].text);
+        assert_int_equal(policy_parse_rate(buf, &back), 0);
+        assert_int_equal(back.count, cases[i].rate.count);
+        assert_int_equal(back.period_s, cases[i].rate.period_s);
+    }
+}
+
+static void test_mode_parse_and_name(void **state)
+{
+    static const enum policy_mode modes[] = {MODE_DRY_RUN, MODE_APPROVE, MODE_ENFORCE};
+    static const char *const invalid[] = {"", "Enforce", "dry_run", "dryrun", "enforce "};
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        enum policy_mode back = MODE_UNSET;
+
+        assert_int_equal(policy_parse_mode(policy_mode_name(modes[i]), &back), 0);
+        assert_int_equal(back, modes[i]);
+    }
+    assert_string_equal(policy_mode_name(MODE_DRY_RUN), "dry-run");
+    assert_string_equal(policy_mode_name(MODE_APPROVE), "approve");
+    assert_string_equal(policy_mode_name(MODE_ENFORCE), "enforce");
+    assert_string_equal(policy_mode_name(MODE_UNSET), "unset");
+    for (size_t i = 0; i < sizeof(invalid) / sizeof(invalid[0]); i++) {
+        enum policy_mode back = MODE_UNSET;
+
+        assert_int_equal(policy_parse_mode(invalid[i], &back), -1);
+    }
+}
+
+static void test_rule_mode_and_force(void **state)
+{
+    struct policy p;
+    char err[512];
+    (void)state;
+
+    assert_int_equal(policy_init_defaults(&p, err, sizeof(err)), 0);
+    p.system_gc.common.mode = MODE_APPROVE;
+
+    assert_int_equal(policy_rule_mode(&p, &p.orphan_services.common), MODE_DRY_RUN);
+    assert_int_equal(policy_rule_mode(&p, &p.system_gc.common), MODE_APPROVE);
+
+    policy_force_mode(&p, MODE_ENFORCE);
+    assert_int_equal(p.mode, MODE_ENFORCE);
+    assert_int_equal(policy_rule_mode(&p, &p.orphan_services.common), MODE_ENFORCE);
+    assert_int_equal(policy_rule_mode(&p, &p.system_gc.common), MODE_ENFORCE);
+    assert_int_equal(policy_rule_mode(&p, &p.down_nodes.common), MODE_ENFORCE);
+    policy_free(&p);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Defaults and the environment                                            */
+
+static void test_defaults_values(void **state)
+{
+    struct policy p;
+    char err[512];
+    (void)state;
+
+    assert_int_equal(policy_init_defaults(&p, err, sizeof(err)), 0);
+
+    assert_null(p.source_path);
+    assert_string_equal(p.nomad.address, "http://127.0.0.1:4646");
+    assert_null(p.nomad.token);
+    assert_null(p.nomad.region);
+    assert_null(p.nomad.namespace_name);
+    assert_null(p.nomad.http_auth);
+    assert_int_equal(p.nomad.skip_verify, 0);
+    assert_int_equal(p.nomad.request_timeout_ms, 30000);
+    assert_int_equal(p.nomad.connect_timeout_ms, 5000);
+    assert_int_equal(p.nomad.max_retries, 3);
+    assert_int_equal(p.nomad.retry_base_ms, 200);
+    assert_int_equal(p.nomad.max_response_bytes, 64 * 1024 * 1024);
+    assert_int_equal(p.nomad.max_connections, 8);
+    assert_int_equal(p.per_page, 500);
+
+    assert_string_equal(p.journal_path, "/var/lib/nomad-medic/journal.db");
+    assert_string_equal(p.pause_file, "/var/lib/nomad-medic/pause");
+    assert_string_equal(p.log_level, "info");
+
+    assert_int_equal(p.mode, MODE_DRY_RUN);
+    assert_int_equal(p.interval_s, 60);
+    assert_int_equal(p.approval_ttl_s, 86400);
+    assert_int_equal(p.global_rate_limit.count, 30);
+    assert_int_equal(p.global_rate_limit.period_s, 3600);
+    assert_true(p.breaker_max_unhealthy == 0.3);
+    assert_int_equal(p.breaker_min_nodes, 3);
+
+    assert_int_equal(p.orphan_services.common.enabled, 1);
+    assert_int_equal(p.orphan_services.common.mode, MODE_UNSET);
+    assert_int_equal(p.orphan_services.grace_s, 600);
+    assert_int_equal(p.orphan_services.common.rate_limit.count, 20);
+    assert_int_equal(p.orphan_services.common.rate_limit.period_s, 3600);
+    assert_int_equal(p.orphan_services.common.cooldown_s, 3600);
+
+    assert_int_equal(p.system_gc.common.enabled, 1);
+    assert_int_equal(p.system_gc.common.mode, MODE_UNSET);
+    assert_int_equal(p.system_gc.min_terminal_allocs, 5000);
+    assert_int_equal(p.system_gc.min_terminal_evals, 5000);
+    assert_int_equal(p.system_gc.common.rate_limit.count, 1);
+    assert_int_equal(p.system_gc.common.rate_limit.period_s, 3600);
+    assert_int_equal(p.system_gc.common.cooldown_s, 3600);
+
+    assert_int_equal(p.down_nodes.common.enabled, 1);
+    assert_int_equal(p.down_nodes.min_down_s, 0);
+    policy_free(&p);
+}
+
+static void test_defaults_read_env(void **state)
+{
+    struct policy p;
+    char err[512];
+    (void)state;
+
+    setenv("NOMAD_ADDR", "http://127.0.0.2:4646", 1);
+    setenv("NOMAD_TOKEN", "env-token-7d3b", 1);
+    setenv("NOMAD_REGION", "env-region", 1);
+    setenv("NOMAD_NAMESPACE", "env-ns", 1);
+    setenv("NOMAD_CACERT", "/env/ca.pem", 1);
+    setenv("NOMAD_SKIP_VERIFY", "true", 1);
+    setenv("NOMAD_HTTP_AUTH", "env-user:env-pass", 1);
+
+    assert_int_equal(policy_init_defaults(&p, err, sizeof(err)), 0);
+    assert_string_equal(p.nomad.address, "http://127.0.0.2:4646");
+    assert_string_equal(p.nomad.token, "env-token-7d3b");
+    assert_string_equal(p.nomad.region, "env-region");
+    assert_string_equal(p.nomad.namespace_name, "env-ns");
+    assert_string_equal(p.nomad.ca_cert, "/env/ca.pem");
+    assert_int_equal(p.nomad.skip_verify, 1);
+    assert_string_equal(p.nomad.http_auth, "env-user:env-pass");
+    policy_free(&p);
+}
+
+static void test_env_kept_when_file_silent(void **state)
+{
+    struct policy p;
+    char err[512];
+
+    setenv("NOMAD_ADDR", "http://127.0.0.2:4646", 1);
+    setenv("NOMAD_REGION", "env-region", 1);
+    setenv("NOMAD_SKIP_VERIFY", "1", 1);
+
+    assert_int_equal(load_text(*state, "nomad = { retries = 1; };\n", &p, err, sizeof(err)), 0);
+    assert_string_equal(p.nomad.address, "http://127.0.0.2:4646");
+    assert_string_equal(p.nomad.region, "env-region");
+    assert_int_equal(p.nomad.skip_verify, 1);
+    assert_int_equal(p.nomad.max_retries, 1);
+    policy_free(&p);
+}
+
+static void test_file_overrides_env(void **state)
+{
+    struct policy p;
+    char err[512];
+
+    setenv("NOMAD_ADDR", "http://127.0.0.2:4646", 1);
+    setenv("NOMAD_TOKEN", "env-token-7d3b", 1);
+    setenv("NOMAD_REGION", "env-region", 1);
+    setenv("NOMAD_SKIP_VERIFY", "true", 1);
+
+    assert_int_equal(load_text(*state,
+                               "nomad = {\n"
+                               "  address = \"http://127.0.0.3:4646\";\n"
+                               "  token = \"file-token\";\n"
+                               "  region = \"\";\n"
+                               "  skip_verify = false;\n"
+                               "};\n",
+                               &p, err, sizeof(err)),
+                     0);
+    assert_string_equal(p.nomad.address, "http://127.0.0.3:4646");
+    assert_string_equal(p.nomad.token, "file-token");
+    assert_null(p.nomad.region);
+    assert_int_equal(p.nomad.skip_verify, 0);
+    policy_free(&p);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Loading valid files                                                     */
+
+static void test_load_every_setting(void **state)
+{
+    struct policy p;
+    char err[512];
+    (void)state;
+
+    assert_int_equal(policy_load(FULL_POLICY, &p, err, sizeof(err)), 0);
+
+    assert_string_equal(p.source_path, FULL_POLICY);
+    assert_string_equal(p.nomad.address, "https://127.0.0.1:4647");
+    assert_string_equal(p.nomad.token, "file-token-4f1c");
+    assert_string_equal(p.nomad.region, "eu-west");
+    assert_string_equal(p.nomad.namespace_name, "platform");
+    assert_string_equal(p.nomad.ca_cert, "/etc/nomad-medic/ca.pem");
+    assert_string_equal(p.nomad.ca_path, "/etc/nomad-medic/ca.d");
+    assert_string_equal(p.nomad.client_cert, "/etc/nomad-medic/cli.pem");
+    assert_string_equal(p.nomad.client_key, "/etc/nomad-medic/cli-key.pem");
+    assert_string_equal(p.nomad.tls_server_name, "server.eu-west.nomad");
+    assert_int_equal(p.nomad.skip_verify, 1);
+    assert_string_equal(p.nomad.http_auth, "medic:file-password-9a2e");
+    assert_int_equal(p.nomad.request_timeout_ms, 90000);
+    assert_int_equal(p.nomad.connect_timeout_ms, 1500);
+    assert_int_equal(p.nomad.max_retries, 5);
+    assert_int_equal(p.nomad.retry_base_ms, 1000);
+    assert_int_equal(p.nomad.max_response_bytes, 128 * 1024 * 1024);
+    assert_int_equal(p.per_page, 250);
+    assert_int_equal(p.nomad.max_connections, 16);
+
+    assert_string_equal(p.journal_path, "/srv/nomad-medic/journal.db");
+    assert_string_equal(p.log_level, "debug");
+
+    assert_int_equal(p.mode, MODE_APPROVE);
+    assert_int_equal(p.interval_s, 120);
+    assert_string_equal(p.pause_file, "/srv/nomad-medic/pause");
+    assert_int_equal(p.approval_ttl_s, 172800);
+    assert_int_equal(p.global_rate_limit.count, 60);
+    assert_int_equal(p.global_rate_limit.period_s, 3600);
+    assert_true(p.breaker_max_unhealthy == 0.25);
+    assert_int_equal(p.breaker_min_nodes, 5);
+
+    assert_int_equal(p.orphan_services.common.enabled, 0);
+    assert_int_equal(p.orphan_services.common.mode, MODE_ENFORCE);
+    assert_int_equal(p.orphan_services.grace_s, 900);
+    assert_int_equal(p.orphan_services.common.rate_limit.count, 1);
+    assert_int_equal(p.orphan_services.common.rate_limit.period_s, 1800);
+    assert_int_equal(p.orphan_services.common.cooldown_s, 7200);
+
+    assert_int_equal(p.system_gc.common.enabled, 0);
+    assert_int_equal(p.system_gc.common.mode, MODE_APPROVE);
+    assert_int_equal(p.system_gc.min_terminal_allocs, 10000);
+    assert_int_equal(p.system_gc.min_terminal_evals, 20000);
+    assert_int_equal(p.system_gc.common.rate_limit.count, 2);
+    assert_int_equal(p.system_gc.common.rate_limit.period_s, 86400);
+    assert_int_equal(p.system_gc.common.cooldown_s, 21600);
+
+    assert_int_equal(p.down_nodes.common.enabled, 0);
+    assert_int_equal(p.down_nodes.min_down_s, 300);
+    policy_free(&p);
+}
+
+static void test_dump_round_trip(void **state)
+{
+    struct policy p;
+    struct policy again;
+    char path[PATH_MAX];
+    char err[512];
+    char *first;
+    char *second;
+
+    assert_int_equal(policy_load(FULL_POLICY, &p, err, sizeof(err)), 0);
+    /* A dump never carries secrets, so a reloaded dump has none; drop them to compare. */
+    free(p.nomad.token);
+    p.nomad.token = NULL;
+    free(p.nomad.http_auth);
+    p.nomad.http_auth = NULL;
+    first = dump_or_fail(&p);
+
+    write_file(*state, "dump.conf", first, path, sizeof(path));
+    assert_int_equal(policy_load(path, &again, err, sizeof(err)), 0);
+    second = dump_or_fail(&again);
+    assert_string_equal(second, first);
+    assert_true(again.breaker_max_unhealthy == p.breaker_max_unhealthy);
+
+    free(first);
+    free(second);
+    policy_free(&p);
+    policy_free(&again);
+}
+
+static void test_dump_hides_secrets(void **state)
+{
+    struct policy p;
+    char err[512];
+    char *text;
+
+    setenv("NOMAD_TOKEN", "env-token-7d3b", 1);
+    assert_int_equal(load_text(*state, "nomad = { http_auth = \"medic:hunter2-5e1f\"; };\n", &p,
+                               err, sizeof(err)),
+                     0);
+    text = dump_or_fail(&p);
+    assert_null(strstr(text, "env-token-7d3b"));
+    assert_null(strstr(text, "hunter2-5e1f"));
+    assert_non_null(strstr(text, "# token is set (not shown)\n"));
+    assert_non_null(strstr(text, "# http_auth is set (not shown)\n"));
+    free(text);
+    policy_free(&p);
+}
+
+static void test_dump_hides_address_userinfo(void **state)
+{
+    struct policy p;
+    char err[512];
+    char *text;
+
+    setenv("NOMAD_ADDR", "https://medic:addr-pass-31c9@127.0.0.1:4646/", 1);
+    assert_int_equal(load_text(*state, "log = { level = \"info\"; };\n", &p, err, sizeof(err)), 0);
+    /* The loader keeps the userinfo, because the client sends it as Basic auth. */
+    assert_string_equal(p.nomad.address, "https://medic:addr-pass-31c9@127.0.0.1:4646/");
+    text = dump_or_fail(&p);
+    assert_null(strstr(text, "addr-pass-31c9"));
+    assert_non_null(strstr(text, "  # address credentials are set (not shown)\n"
+                                 "  address = \"https://127.0.0.1:4646/\";\n"));
+    free(text);
+    policy_free(&p);
+}
+
+static void test_dump_escapes_strings(void **state)
+{
+    struct policy p;
+    struct policy again;
+    char path[PATH_MAX];
+    char err[512];
+    char *text;
+
+    assert_int_equal(policy_init_defaults(&p, err, sizeof(err)), 0);
+    free(p.journal_path);
+    p.journal_path = strdup("/srv/a \"quoted\" \\ dir/journal.db");
+    assert_non_null(p.journal_path);
+    text = dump_or_fail(&p);
+    assert_non_null(strstr(text, "path = \"/srv/a \\\"quoted\\\" \\\\ dir/journal.db\";\n"));
+
+    write_file(*state, "dump.conf", text, path, sizeof(path));
+    assert_int_equal(policy_load(path, &again, err, sizeof(err)), 0);
+    assert_string_equal(again.journal_path, p.journal_path);
+    free(text);
+    policy_free(&p);
+    policy_free(&again);
+}
+
+static void test_dump_of_defaults(void **state)
+{
+    static const char expected[] =
+        "nomad = {\n"
+        "  address = \"http://127.0.0.1:4646\";\n"
+        "  # token is not set\n"
+        "  # region is not set\n"
+        "  # namespace is not set\n"
+        "  # ca_cert is not set\n"
+        "  # ca_path is not set\n"
+        "  # client_cert is not set\n"
+        "  # client_key is not set\n"
+        "  # tls_server_name is not set\n"
+        "  skip_verify = false;\n"
+        "  # http_auth is not set\n"
+        "  timeout = \"30s\";\n"
+        "  connect_timeout = \"5s\";\n"
+        "  retries = 3;\n"
+        "  retry_backoff = \"200ms\";\n"
+        "  max_response_size = \"64MiB\";\n"
+        "  per_page = 500;\n"
+        "  max_connections = 8;\n"
+        "};\n"
+        "\n"
+        "journal = {\n"
+        "  path = \"/var/lib/nomad-medic/journal.db\";\n"
+        "};\n"
+        "\n"
+        "log = {\n"
+        "  level = \"info\";\n"
+        "};\n"
+        "\n"
+        "controller = {\n"
+        "  mode = \"dry-run\";\n"
+        "  interval = \"1m\";\n"
+        "  pause_file = \"/var/lib/nomad-medic/pause\";\n"
+        "  approval_ttl = \"24h\";\n"
+        "  rate_limit = \"30/h\";\n"
+        "  breaker = {\n"
+        "    max_unhealthy_share = 0.3;\n"
+        "    min_nodes = 3;\n"
+        "  };\n"
+        "};\n"
+        "\n"
+        "rules = {\n"
+        "  orphan_services = {\n"
+        "    enabled = true;\n"
+        "    # mode is not set: follows controller.mode\n"
+        "    grace = \"10m\";\n"
+        "    rate_limit = \"20/h\";\n"
+        "    cooldown = \"1h\";\n"
+        "  };\n"
+        "  system_gc = {\n"
+        "    enabled = true;\n"
+        "    # mode is not set: follows controller.mode\n"
+        "    min_terminal_allocs = 5000;\n"
+        "    min_terminal_evals = 5000;\n"
+        "    rate_limit = \"1/h\";\n"
+        "    cooldown = \"1h\";\n"
+        "  };\n"
+        "  down_nodes = {\n"
+        "    enabled = true;\n"
+        "    min_down = \"0s\";\n"
+        "  };\n"
+        "};\n";
+    struct policy p;
+    char err[512];
+    char *text;
+    (void)state;
+
+    assert_int_equal(policy_init_defaults(&p, err, sizeof(err)), 0);
+    text = dump_or_fail(&p);
+    assert_string_equal(text, expected);
+    free(text);
+    policy_free(&p);
+}
+
+static void test_value_forms(void **state)
+{
+    struct policy p;
+    char err[512];
+
+    assert_int_equal(load_text(*state,
+                               "nomad = {\n"
+                               "  address = \"unix:///run/nomad/api.sock\";\n"
+                               "  timeout = \"1s500ms\";\n"
+                               "  max_response_size = \"1536KiB\";\n"
+                               "  retries = 0x3;\n"
+                               "  per_page = 10000L;\n"
+                               "};\n"
+                               "controller = {\n"
+                               "  rate_limit = \"0\";\n"
+                               "  breaker = { max_unhealthy_share = 1; min_nodes = 0; };\n"
+                               "};\n"
+                               "rules = { orphan_services = { grace = \"0\"; cooldown = \"0s\"; }; };\n",
+                               &p, err, sizeof(err)),
+                     0);
+    assert_string_equal(p.nomad.address, "unix:///run/nomad/api.sock");
+    assert_int_equal(p.nomad.request_timeout_ms, 1500);
+    assert_int_equal(p.nomad.max_response_bytes, 1536 * 1024);
+    assert_int_equal(p.nomad.max_retries, 3);
+    assert_int_equal(p.per_page, 10000);
+    assert_int_equal(p.global_rate_limit.count, 0);
+    assert_true(p.breaker_max_unhealthy == 1.0);
+    assert_int_equal(p.breaker_min_nodes, 0);
+    assert_int_equal(p.orphan_services.grace_s, 0);
+    assert_int_equal(p.orphan_services.common.cooldown_s, 0);
+    policy_free(&p);
+}
+
+static void test_empty_file_is_default(void **state)
+{
+    struct policy p;
+    struct policy defaults;
+    char err[512];
+    char *loaded;
+    char *builtin;
+
+    assert_int_equal(load_text(*state, "# nothing set\n", &p, err, sizeof(err)), 0);
+    assert_int_equal(policy_init_defaults(&defaults, err, sizeof(err)), 0);
+    loaded = dump_or_fail(&p);
+    builtin = dump_or_fail(&defaults);
+    assert_string_equal(loaded, builtin);
+    free(loaded);
+    free(builtin);
+    policy_free(&p);
+    policy_free(&defaults);
+}
+
+static void test_include_absolute_path(void **state)
+{
+    struct fixture *fx = *state;
+    struct policy p;
+    char rules_path[PATH_MAX];
+    char main_text[PATH_MAX + 64];
+    char err[512];
+
+    write_file(fx, "rules.conf", "rules = { system_gc = { min_terminal_allocs = 42; }; };\n",
+               rules_path, sizeof(rules_path));
+    snprintf(main_text, sizeof(main_text), "log = { level = \"warn\"; };\n@include \"%s\"\n",
+             rules_path);
+    assert_int_equal(load_text(fx, main_text, &p, err, sizeof(err)), 0);
+    assert_string_equal(p.log_level, "warn");
+    assert_int_equal(p.system_gc.min_terminal_allocs, 42);
+    policy_free(&p);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Errors                                                                  */
+
+struct error_case {
+    const char *text;       /* written to <dir>/policy.conf */
+    const char *message;    /* expected error after "<dir>/policy.conf" */
+};
+
+static const struct error_case error_cases[] = {
+    /* libconfig syntax */
+    {"log = {\n  level = ;\n};\n",
+     ":2: syntax error; expected libconfig syntax, for example: log = { level = \"info\"; };"},
+    {"log = { level = \"info\"; level = \"warn\"; };\n",
+     ":1: duplicate setting name; expected libconfig syntax, for example: log = { level = \"info\"; };"},
+
+    /* unknown names */
+    {"nomd = { address = \"http://127.0.0.1:4646\"; };\n",
+     ":1: nomd: unknown group; expected one of: nomad, journal, log, controller, rules"},
+    {"\nmode = \"enforce\";\n",
+     ":2: mode: unknown setting; expected one of: nomad, journal, log, controller, rules"},
+    {"controller = {\n  mode = \"dry-run\";\n  intervl = \"1m\";\n};\n",
+     ":3: controller.intervl: unknown setting; expected one of: mode, interval, pause_file, "
+     "approval_ttl, rate_limit, breaker"},
+    {"controller = {\n  breaker = {\n    max_share = 0.3;\n  };\n};\n",
+     ":3: controller.breaker.max_share: unknown setting; expected one of: max_unhealthy_share, "
+     "min_nodes"},
+    {"rules = {\n  orphans = { enabled = true; };\n};\n",
+     ":2: rules.orphans: unknown group; expected one of: orphan_services, system_gc, down_nodes"},
+    {"rules = {\n  orphan_services = {\n    graze = \"10m\";\n  };\n};\n",
+     ":3: rules.orphan_services.graze: unknown setting; expected one of: enabled, mode, grace, "
+     "rate_limit, cooldown"},
+    {"rules = { down_nodes = { mode = \"enforce\"; }; };\n",
+     ":1: rules.down_nodes.mode: unknown setting; expected one of: enabled, min_down"},
+    {"nomad = { addr = \"http://127.0.0.1:4646\"; };\n",
+     ":1: nomad.addr: unknown setting; expected one of: address, token, region, namespace, "
+     "ca_cert, ca_path, client_cert, client_key, tls_server_name, skip_verify, http_auth, "
+     "timeout, connect_timeout, retries, retry_backoff, max_response_size, per_page, "
+     "max_connections"},
+
+    /* wrong types */
+    {"nomad = { retries = \"3\"; };\n",
+     ":1: nomad.retries: wrong type string; expected an integer from 0 to 10, without quotes"},
+    {"controller = { interval = 60; };\n",
+     ":1: controller.interval: wrong type integer; expected a duration like \"90s\", \"10m\" or "
+     "\"1h30m\""},
+    {"nomad = \"http://127.0.0.1:4646\";\n",
+     ":1: nomad: wrong type string; expected a group like nomad = { ... }"},
+    {"rules = { system_gc = { enabled = \"yes\"; }; };\n",
+     ":1: rules.system_gc.enabled: wrong type string; expected true or false, without quotes"},
+    {"nomad = { region = [\"a\", \"b\"]; };\n",
+     ":1: nomad.region: wrong type array; expected a string in double quotes, or \"\" to unset it"},
+    {"controller = { breaker = { min_nodes = 3.5; }; };\n",
+     ":1: controller.breaker.min_nodes: wrong type float; expected an integer from 0 to "
+     "2147483647, without quotes"},
+    {"controller = { breaker = { max_unhealthy_share = true; }; };\n",
+     ":1: controller.breaker.max_unhealthy_share: wrong type boolean; expected a share from 0 to "
+     "1 like 0.3, or a percentage like \"30%\""},
+    {"rules = ( \"orphan_services\" );\n",
+     ":1: rules: wrong type list; expected a group like rules = { ... }"},
+
+    /* durations */
+    {"# line 1\n# line 2\n# line 3\n# line 4\n# line 5\n# line 6\n# line 7\n# line 8\n"
+     "rules = {\n  orphan_services = {\n    enabled = true;\n    grace = \"10 minutes\";\n"
+     "  };\n};\n",
+     ":12: rules.orphan_services.grace: invalid duration \"10 minutes\"; expected a duration "
+     "like \"90s\", \"10m\" or \"1h30m\""},
+    {"rules = { orphan_services = { grace = \"1500ms\"; }; };\n",
+     ":1: rules.orphan_services.grace: invalid duration \"1500ms\"; expected a duration like "
+     "\"90s\", \"10m\" or \"1h30m\""},
+    {"rules = { down_nodes = { min_down = \"-5m\"; }; };\n",
+     ":1: rules.down_nodes.min_down: invalid duration \"-5m\"; expected a duration like \"90s\", "
+     "\"10m\" or \"1h30m\""},
+    {"controller = { interval = \"0s\"; };\n",
+     ":1: controller.interval: duration \"0s\" is too short; expected at least \"1s\""},
+    {"controller = { approval_ttl = \"0\"; };\n",
+     ":1: controller.approval_ttl: duration \"0\" is too short; expected at least \"1s\""},
+    {"nomad = { timeout = \"soon\"; };\n",
+     ":1: nomad.timeout: invalid duration \"soon\"; expected a duration like \"1500ms\", \"5s\" "
+     "or \"1m\""},
+    {"nomad = { connect_timeout = \"0\"; };\n",
+     ":1: nomad.connect_timeout: duration \"0\" is too short; expected at least \"1ms\""},
+    {"nomad = { retry_backoff = \"2m\"; };\n",
+     ":1: nomad.retry_backoff: duration \"2m\" is too long; expected at most \"1m\""},
+
+    /* rates */
+    {"controller = { rate_limit = \"30 per hour\"; };\n",
+     ":1: controller.rate_limit: invalid rate \"30 per hour\"; expected a rate like \"6/h\" or "
+     "\"1/30m\", or \"0\" for no limit"},
+    {"rules = { system_gc = { rate_limit = \"0/h\"; }; };\n",
+     ":1: rules.system_gc.rate_limit: invalid rate \"0/h\"; expected a rate like \"6/h\" or "
+     "\"1/30m\", or \"0\" for no limit"},
+
+    /* modes */
+    {"controller = { mode = \"enforcing\"; };\n",
+     ":1: controller.mode: invalid mode \"enforcing\"; expected one of \"dry-run\", \"approve\", "
+     "\"enforce\""},
+    {"rules = { system_gc = { mode = \"Enforce\"; }; };\n",
+     ":1: rules.system_gc.mode: invalid mode \"Enforce\"; expected one of \"dry-run\", "
+     "\"approve\", \"enforce\""},
+
+    /* breaker share */
+    {"controller = { breaker = { max_unhealthy_share = 1.5; }; };\n",
+     ":1: controller.breaker.max_unhealthy_share: 1.5 is outside 0..1; expected a share from 0 "
+     "to 1 like 0.3, or a percentage like \"30%\""},
+    {"controller = { breaker = { max_unhealthy_share = -0.1; }; };\n",
+     ":1: controller.breaker.max_unhealthy_share: -0.1 is outside 0..1; expected a share from 0 "
+     "to 1 like 0.3, or a percentage like \"30%\""},
+    {"controller = { breaker = { max_unhealthy_share = 30; }; };\n",
+     ":1: controller.breaker.max_unhealthy_share: 30 is outside 0..1; expected a share from 0 "
+     "to 1 like 0.3, or a percentage like \"30%\""},
+    /* libconfig 1.5 wraps this literal to 1, which would pass as a share. */
+    {"controller = { breaker = { max_unhealthy_share = 4294967297; }; };\n",
+     ":1: controller.breaker.max_unhealthy_share: 4294967297 is out of range; expected a share "
+     "from 0 to 1 like 0.3, or a percentage like \"30%\""},
+    {"controller = { breaker = { max_unhealthy_share = \"130%\"; }; };\n",
+     ":1: controller.breaker.max_unhealthy_share: \"130%\" is outside 0..100%; expected a share "
+     "from 0 to 1 like 0.3, or a percentage like \"30%\""},
+    {"controller = { breaker = { max_unhealthy_share = \"30 %\"; }; };\n",
+     ":1: controller.breaker.max_unhealthy_share: invalid share \"30 %\"; expected a share from "
+     "0 to 1 like 0.3, or a percentage like \"30%\""},
+    {"controller = { breaker = { max_unhealthy_share = \"0.3\"; }; };\n",
+     ":1: controller.breaker.max_unhealthy_share: invalid share \"0.3\"; expected a share from "
+     "0 to 1 like 0.3, or a percentage like \"30%\""},
+
+    /* integer ranges */
+    {"rules = { system_gc = { min_terminal_allocs = -1; }; };\n",
+     ":1: rules.system_gc.min_terminal_allocs: -1 is out of range; expected an integer from 0 "
+     "to 2147483647, without quotes"},
+    {"rules = { system_gc = { min_terminal_evals = -5000; }; };\n",
+     ":1: rules.system_gc.min_terminal_evals: -5000 is out of range; expected an integer from 0 "
+     "to 2147483647, without quotes"},
+    {"controller = { breaker = { min_nodes = -3; }; };\n",
+     ":1: controller.breaker.min_nodes: -3 is out of range; expected an integer from 0 to "
+     "2147483647, without quotes"},
+    {"nomad = { per_page = 0; };\n",
+     ":1: nomad.per_page: 0 is out of range; expected an integer from 1 to 10000, without "
+     "quotes"},
+    {"nomad = { per_page = 10001; };\n",
+     ":1: nomad.per_page: 10001 is out of range; expected an integer from 1 to 10000, without "
+     "quotes"},
+    {"nomad = { retries = 11; };\n",
+     ":1: nomad.retries: 11 is out of range; expected an integer from 0 to 10, without quotes"},
+    {"nomad = { max_connections = 0; };\n",
+     ":1: nomad.max_connections: 0 is out of range; expected an integer from 1 to 64, without "
+     "quotes"},
+    /* libconfig 1.5 wraps this literal to 705032704; the loader reports what was written. */
+    {"rules = { system_gc = { min_terminal_allocs = 5000000000; }; };\n",
+     ":1: rules.system_gc.min_terminal_allocs: 5000000000 is out of range; expected an integer "
+     "from 0 to 2147483647, without quotes"},
+    {"rules = { system_gc = { min_terminal_allocs = 5000000000L; }; };\n",
+     ":1: rules.system_gc.min_terminal_allocs: 5000000000 is out of range; expected an integer "
+     "from 0 to 2147483647, without quotes"},
+    {"nomad = { per_page = 0x100000000; };\n",
+     ":1: nomad.per_page: 4294967296 is out of range; expected an integer from 1 to 10000, "
+     "without quotes"},
+    {"nomad = { per_page = 99999999999999999999; };\n",
+     ":1: nomad.per_page: integer is too large; expected an integer from 1 to 10000, without "
+     "quotes"},
+
+    /* sizes */
+    {"nomad = { max_response_size = \"64MB\"; };\n",
+     ":1: nomad.max_response_size: invalid size \"64MB\"; expected a size like \"512KiB\", "
+     "\"64MiB\" or \"1GiB\""},
+    {"nomad = { max_response_size = \"1KiB\"; };\n",
+     ":1: nomad.max_response_size: size \"1KiB\" is out of range; expected a size from "
+     "\"64KiB\" to \"4GiB\""},
+
+    /* log level */
+    {"log = { level = \"verbose\"; };\n",
+     ":1: log.level: unknown log level \"verbose\"; expected one of \"debug\", \"info\", "
+     "\"warn\", \"error\""},
+
+    /* addresses and paths */
+    {"nomad = {\n  address = \"\";\n};\n",
+     ":2: nomad.address: empty address; expected an address starting with http://, https:// or "
+     "unix://, like \"http://127.0.0.1:4646\" or \"unix:///run/nomad.sock\""},
+    {"nomad = { address = \"127.0.0.1:4646\"; };\n",
+     ":1: nomad.address: invalid address \"127.0.0.1:4646\"; expected an address starting with "
+     "http://, https:// or unix://, like \"http://127.0.0.1:4646\" or \"unix:///run/nomad.sock\""},
+    {"nomad = { address = \"ftp://127.0.0.1:4646\"; };\n",
+     ":1: nomad.address: invalid address \"ftp://127.0.0.1:4646\"; expected an address starting "
+     "with http://, https:// or unix://, like \"http://127.0.0.1:4646\" or "
+     "\"unix:///run/nomad.sock\""},
+    {"nomad = { address = \"https://\"; };\n",
+     ":1: nomad.address: no host in address \"https://\"; expected an address starting with "
+     "http://, https:// or unix://, like \"http://127.0.0.1:4646\" or \"unix:///run/nomad.sock\""},
+    {"nomad = { address = \"unix://run/nomad.sock\"; };\n",
+     ":1: nomad.address: no absolute socket path in address \"unix://run/nomad.sock\"; expected "
+     "an address starting with http://, https:// or unix://, like \"http://127.0.0.1:4646\" or "
+     "\"unix:///run/nomad.sock\""},
+    {"journal = { path = \"\"; };\n",
+     ":1: journal.path: empty path; expected a non-empty file path in double quotes"},
+    {"controller = { pause_file = \"\"; };\n",
+     ":1: controller.pause_file: empty path; expected a non-empty file path in double quotes"},
+};
+
+static void test_load_errors(void **state)
+{
+    struct fixture *fx = *state;
+
+    for (size_t i = 0; i < sizeof(error_cases) / sizeof(error_cases[0]); i++) {
+        struct policy p;
+        char err[1024] = "";
+        char expected[PATH_MAX + 1024];
+
+        snprintf(expected, sizeof(expected), "%s/policy.conf%s", fx->dir, error_cases[i].message);
+        assert_int_equal(load_text(fx, error_cases[i].text, &p, err, sizeof(err)), -1);
+        assert_string_equal(err, expected);
+    }
+}
+
+static void test_load_error_frees_policy(void **state)
+{
+    struct policy p;
+    char err[512];
+
+    setenv("NOMAD_TOKEN", "env-token-7d3b", 1);
+    assert_int_equal(load_text(*state,
+                               "journal = { path = \"/srv/j.db\"; };\nlog = { level = \"loud\"; };\n",
+                               &p, err, sizeof(err)),
+                     -1);
+    assert_null(p.source_path);
+    assert_null(p.nomad.address);
+    assert_null(p.nomad.token);
+    assert_null(p.journal_path);
+    assert_null(p.pause_file);
+    assert_null(p.log_level);
+    /* A zeroed policy may be freed again. */
+    policy_free(&p);
+}
+
+static void test_load_missing_file(void **state)
+{
+    struct fixture *fx = *state;
+    struct policy p;
+    char path[PATH_MAX + 16];
+    char err[512];
+    char expected[PATH_MAX + 128];
+
+    snprintf(path, sizeof(path), "%s/absent.conf", fx->dir);
+    snprintf(expected, sizeof(expected),
+             "%s: cannot read: No such file or directory; check the --config path", path);
+    assert_int_equal(policy_load(path, &p, err, sizeof(err)), -1);
+    assert_string_equal(err, expected);
+    assert_null(p.nomad.address);
+}
+
+static void test_load_directory(void **state)
+{
+    struct fixture *fx = *state;
+    struct policy p;
+    char err[512];
+    char expected[PATH_MAX + 128];
+
+    snprintf(expected, sizeof(expected),
+             "%s: cannot read: Is a directory; check the --config path", fx->dir);
+    assert_int_equal(policy_load(fx->dir, &p, err, sizeof(err)), -1);
+    assert_string_equal(err, expected);
+}
+
+static void test_load_file_too_large(void **state)
+{
+    struct fixture *fx = *state;
+    struct policy p;
+    char path[PATH_MAX];
+    char err[512];
+    char expected[PATH_MAX + 128];
+    char *text = malloc(1024 * 1024 + 2);
+
+    assert_non_null(text);
+    memset(text, '#', 1024 * 1024 + 1);
+    text[1024 * 1024 + 1] = '\0';
+    write_file(fx, "large.conf", text, path, sizeof(path));
+    free(text);
+
+    snprintf(expected, sizeof(expected),
+             "%s: cannot read: larger than 1048576 bytes; check the --config path", path);
+    assert_int_equal(policy_load(path, &p, err, sizeof(err)), -1);
+    assert_string_equal(err, expected);
+}
+
+static void test_load_nul_byte(void **state)
+{
+    static const char text[] = "log = { level = \"info\"; };\n# comment\0journal = { path = \"\"; };\n";
+    struct fixture *fx = *state;
+    struct policy p;
+    char path[PATH_MAX + 16];
+    char err[512];
+    char expected[PATH_MAX + 128];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/nul.conf", fx->dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(text, 1, sizeof(text) - 1, f), sizeof(text) - 1);
+    assert_int_equal(fclose(f), 0);
+
+    snprintf(expected, sizeof(expected), "%s:2: NUL byte in the file; expected a text file", path);
+    assert_int_equal(policy_load(path, &p, err, sizeof(err)), -1);
+    assert_string_equal(err, expected);
+}
+
+static void test_error_in_included_file(void **state)
+{
+    struct fixture *fx = *state;
+    struct policy p;
+    char rules_path[PATH_MAX];
+    char main_text[PATH_MAX + 64];
+    char err[1024];
+    char expected[PATH_MAX + 256];
+
+    write_file(fx, "rules.conf", "rules = {\n  system_gc = { cooldown = \"soon\"; };\n};\n",
+               rules_path, sizeof(rules_path));
+    snprintf(main_text, sizeof(main_text), "@include \"%s\"\n", rules_path);
+    snprintf(expected, sizeof(expected),
+             "%s:2: rules.system_gc.cooldown: invalid duration \"soon\"; expected a duration like "
+             "\"90s\", \"10m\" or \"1h30m\"",
+             rules_path);
+    assert_int_equal(load_text(fx, main_text, &p, err, sizeof(err)), -1);
+    assert_string_equal(err, expected);
+}
+
+static void test_missing_include(void **state)
+{
+    struct fixture *fx = *state;
+    struct policy p;
+    char main_text[PATH_MAX + 64];
+    char err[1024];
+    char expected[PATH_MAX + 256];
+
+    snprintf(main_text, sizeof(main_text), "log = { level = \"info\"; };\n@include \"%s/absent.conf\"\n",
+             fx->dir);
+    snprintf(expected, sizeof(expected),
+             "%s/policy.conf:2: cannot open include file; expected an @include path that exists "
+             "(a relative one starts at the working directory)",
+             fx->dir);
+    assert_int_equal(load_text(fx, main_text, &p, err, sizeof(err)), -1);
+    assert_string_equal(err, expected);
+}
+
+static void test_error_truncated_to_buffer(void **state)
+{
+    struct policy p;
+    char err[16];
+
+    memset(err, 'x', sizeof(err));
+    assert_int_equal(load_text(*state, "log = { level = \"loud\"; };\n", &p, err, sizeof(err)), -1);
+    assert_int_equal(strlen(err), sizeof(err) - 1);
+    assert_int_equal(load_text(*state, "log = { level = \"loud\"; };\n", &p, NULL, 0), -1);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Shipped policies                                                        */
+
+static void test_shipped_default_loads(void **state)
+{
+    struct policy p;
+    char err[1024] = "";
+    (void)state;
+
+    assert_int_equal(policy_load(SHIPPED_DEFAULT, &p, err, sizeof(err)), 0);
+    assert_string_equal(err, "");
+    policy_free(&p);
+}
+
+static void test_shipped_default_equals_builtin(void **state)
+{
+    struct policy shipped;
+    struct policy builtin;
+    char err[1024];
+    char *shipped_text;
+    char *builtin_text;
+    (void)state;
+
+    assert_int_equal(policy_load(SHIPPED_DEFAULT, &shipped, err, sizeof(err)), 0);
+    assert_int_equal(policy_init_defaults(&builtin, err, sizeof(err)), 0);
+    shipped_text = dump_or_fail(&shipped);
+    builtin_text = dump_or_fail(&builtin);
+    assert_string_equal(shipped_text, builtin_text);
+    free(shipped_text);
+    free(builtin_text);
+    policy_free(&shipped);
+    policy_free(&builtin);
+}
+
+/* default.conf leaves the connection to the environment, as its comments promise. */
+static void test_shipped_default_keeps_env(void **state)
+{
+    struct policy p;
+    char err[1024];
+    (void)state;
+
+    setenv("NOMAD_ADDR", "https://127.0.0.2:4646", 1);
+    setenv("NOMAD_TOKEN", "env-token-7d3b", 1);
+    setenv("NOMAD_SKIP_VERIFY", "true", 1);
+    assert_int_equal(policy_load(SHIPPED_DEFAULT, &p, err, sizeof(err)), 0);
+    assert_string_equal(p.nomad.address, "https://127.0.0.2:4646");
+    assert_string_equal(p.nomad.token, "env-token-7d3b");
+    assert_int_equal(p.nomad.skip_verify, 1);
+    policy_free(&p);
+}
+
+static void test_shipped_audit_is_dry_run(void **state)
+{
+    struct policy p;
+    char err[1024] = "";
+    (void)state;
+
+    assert_int_equal(policy_load(SHIPPED_AUDIT, &p, err, sizeof(err)), 0);
+    assert_string_equal(err, "");
+    assert_int_equal(p.mode, MODE_DRY_RUN);
+    assert_int_equal(p.orphan_services.common.enabled, 1);
+    assert_int_equal(p.system_gc.common.enabled, 1);
+    assert_int_equal(p.down_nodes.common.enabled, 1);
+    assert_int_equal(p.orphan_services.common.mode, MODE_DRY_RUN);
+    assert_int_equal(p.system_gc.common.mode, MODE_DRY_RUN);
+
+    /* Changing only the global mode leaves every acting rule in dry-run. */
+    p.mode = MODE_ENFORCE;
+    assert_int_equal(policy_rule_mode(&p, &p.orphan_services.common), MODE_DRY_RUN);
+    assert_int_equal(policy_rule_mode(&p, &p.system_gc.common), MODE_DRY_RUN);
+
+    /* --mode overrides everything, as the file's comment warns. */
+    policy_force_mode(&p, MODE_ENFORCE);
+    assert_int_equal(policy_rule_mode(&p, &p.orphan_services.common), MODE_ENFORCE);
+    assert_int_equal(policy_rule_mode(&p, &p.system_gc.common), MODE_ENFORCE);
+    policy_free(&p);
+}
+
+#define POLICY_TEST(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        POLICY_TEST(test_duration_parse_valid),
+        POLICY_TEST(test_duration_parse_invalid),
+        POLICY_TEST(test_duration_format),
+        POLICY_TEST(test_duration_format_truncates),
+        POLICY_TEST(test_rate_parse_valid),
+        POLICY_TEST(test_rate_parse_invalid),
+        POLICY_TEST(test_rate_format),
+        POLICY_TEST(test_mode_parse_and_name),
+        POLICY_TEST(test_rule_mode_and_force),
+        POLICY_TEST(test_defaults_values),
+        POLICY_TEST(test_defaults_read_env),
+        POLICY_TEST(test_env_kept_when_file_silent),
+        POLICY_TEST(test_file_overrides_env),
+        POLICY_TEST(test_load_every_setting),
+        POLICY_TEST(test_dump_round_trip),
+        POLICY_TEST(test_dump_hides_secrets),
+        POLICY_TEST(test_dump_hides_address_userinfo),
+        POLICY_TEST(test_dump_escapes_strings),
+        POLICY_TEST(test_dump_of_defaults),
+        POLICY_TEST(test_value_forms),
+        POLICY_TEST(test_empty_file_is_default),
+        POLICY_TEST(test_include_absolute_path),
+        POLICY_TEST(test_load_errors),
+        POLICY_TEST(test_load_error_frees_policy),
+        POLICY_TEST(test_load_missing_file),
+        POLICY_TEST(test_load_directory),
+        POLICY_TEST(test_load_file_too_large),
+        POLICY_TEST(test_load_nul_byte),
+        POLICY_TEST(test_error_in_included_file),
+        POLICY_TEST(test_missing_include),
+        POLICY_TEST(test_error_truncated_to_buffer),
+        POLICY_TEST(test_shipped_default_loads),
+        POLICY_TEST(test_shipped_default_equals_builtin),
+        POLICY_TEST(test_shipped_default_keeps_env),
+        POLICY_TEST(test_shipped_audit_is_dry_run),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,65 @@
+/*
+ * Action kinds behind one interface. Each kind lives in its own file and
+ * exports one const struct action_type; action_find() looks kinds up by name.
+ *
+ * The executor calls, in this order, for an action that passed every guard:
+ *   precheck (against the pass's snapshot, before anything is journaled)
+ *   -> journal row `executing`, committed
+ *   -> recheck (a fresh read of what the decision rests on)
+ *   -> execute (the one mutating request)
+ * and resolve_interrupted for a row a crash left in `executing`.
+ */
+#ifndef NOMAD_MEDIC_ACTION_H
+#define NOMAD_MEDIC_ACTION_H
+
+#include <stddef.h>
+
+#include "../controller/nomad.h"
+#include "../controller/snapshot.h"
+#include "../store/journal.h"
+
+enum recheck_result {
+    RECHECK_HOLDS = 0,     /* the precondition still holds: send the request */
+    RECHECK_CHANGED,       /* the precondition no longer holds: do not send */
+    RECHECK_READ_FAILED,   /* the fresh read failed: do not send */
+};
+
+enum resolve_result {
+    RESOLVE_DONE = 0,      /* the target shows the action took effect: succeeded */
+    RESOLVE_NOT_DONE,      /* the target shows it did not: failed, proposed again by a later pass */
+    RESOLVE_UNKNOWN,       /* the outcome cannot be read back: unknown */
+    RESOLVE_READ_FAILED,   /* try again on the next start */
+};
+
+struct action_type {
+    const char *name;           /* "service_delete", also the journal's kind */
+    int touches_nodes;          /* 1: the circuit breaker applies (node-, alloc- or service-level) */
+
+    /*
+     * Check preconditions that depend on the whole snapshot (for example "no
+     * node is down" for a forced GC). Returns 0 when the action may go ahead,
+     * else 1 with why filled.
+     */
+    int (*precheck)(const struct snapshot *s, const struct journal_action *a, char *why, size_t whysz);
+
+    /* Re-read what the decision rests on; fills why unless RECHECK_HOLDS. */
+    enum recheck_result (*recheck)(struct nomad_client *client, const struct journal_action *a,
+                                   char *why, size_t whysz);
+
+    /* Send the mutating request. Returns 0, or -1 with err filled. note may say "already gone". */
+    int (*execute)(struct nomad_client *client, const struct journal_action *a, char *note,
+                   size_t notesz, char *err, size_t errsz);
+
+    /* Find out what became of an action interrupted in `executing`. Fills note. */
+    enum resolve_result (*resolve_interrupted)(struct nomad_client *client,
+                                               const struct journal_action *a, char *note,
+                                               size_t notesz);
+};
+
+extern const struct action_type action_service_delete;
+extern const struct action_type action_system_gc;
+
+/* The kind called name, or NULL. */
+const struct action_type *action_find(const char *name);
+
+#endif

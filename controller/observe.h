@@ -1,0 +1,25 @@
+/*
+ * Observation: read the cluster through a source into a snapshot.
+ *
+ * Lists are read page by page (per_page, next_token); each page is reduced
+ * to compact records and freed before the next one is requested, so memory
+ * follows the page size rather than the cluster size. Per-service reads,
+ * allocation lookups and node reads go out concurrently through
+ * source_get_many().
+ */
+#ifndef NOMAD_MEDIC_OBSERVE_H
+#define NOMAD_MEDIC_OBSERVE_H
+
+#include "../policies/policy.h"
+#include "snapshot.h"
+#include "source.h"
+
+/*
+ * Fill s (initialised by the caller) with what the enabled rules need.
+ * A failed read does not fail the call: it is recorded in s->reads and the
+ * matching *_ok flag stays 0. Returns 0, or -1 when memory ran out (s is then
+ * incomplete and must only be freed).
+ */
+int observe_cluster(struct source *src, const struct policy *p, struct snapshot *s);
+
+#endif

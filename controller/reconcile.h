@@ -1,0 +1,46 @@
+/*
+ * One reconcile pass: observe, assess, plan, guard, execute, report.
+ */
+#ifndef NOMAD_MEDIC_RECONCILE_H
+#define NOMAD_MEDIC_RECONCILE_H
+
+#include "../policies/policy.h"
+#include "../store/journal.h"
+#include "nomad.h"
+#include "rules.h"
+#include "snapshot.h"
+#include "source.h"
+
+/* What a pass works with. None of it is owned by the pass. */
+struct controller {
+    struct policy *policy;
+    struct journal *journal;       /* NULL: an offline plan without a journal */
+    struct nomad_client *client;   /* NULL: offline, nothing can be sent */
+    const char *scope;             /* "cluster" */
+};
+
+struct pass_result {
+    struct snapshot snapshot;
+    struct assessment assessment;
+    long long pass_id;             /* 0 for a read-only pass */
+    long long now;                 /* the pass's clock: wall time, or the capture time offline */
+    int complete;                  /* every read succeeded */
+    size_t failed_reads;
+    size_t proposed;               /* findings with an action, blocked ones included */
+    size_t advisories;
+    size_t blocked;
+    size_t succeeded;
+    size_t failed;
+};
+
+/*
+ * Run one pass reading from src. With read_only (plan) nothing is written to
+ * the journal and no mutating request is sent. Returns 0, or -1 on a journal
+ * or memory error (err filled); the result must be freed either way.
+ */
+int reconcile_pass(struct controller *c, struct source *src, int read_only, struct pass_result *r,
+                   char *err, size_t errsz);
+
+void pass_result_free(struct pass_result *r);
+
+#endif

@@ -1,0 +1,2126 @@
+#!/usr/bin/env python3
+"""Test Nomad HTTP API server for nomad-medic's integration tests.
+
+It answers the read and write endpoints nomad-medic uses with the wire
+behaviour of a Nomad 1.x/2.x server: PascalCase JSON bodies, plain-text
+errors, Go-canonical X-Nomad-* headers, blocking queries, pagination,
+namespaces, ACL tokens and gzip. State comes from a scenario (JSON) and can be
+changed, inspected and broken through a control API under /_test/.
+See README.md next to this file for the scenario format and fault rules.
+
+Usage:
+    python3 fake_nomad.py --port-file FILE [--port 0]
+                          [--scenario FILE.json | --scenario-name NAME]
+
+Standard library only. Listens on 127.0.0.1 only.
+"""
+
+import argparse
+import copy
+import gzip
+import hashlib
+import ipaddress
+import json
+import os
+import random
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# Nomad caps a blocking query at 300 s and uses 300 s when no wait is given
+# (MaxBlockingRPCQueryTime in nomad/structs), then adds up to wait/16 of jitter.
+MAX_BLOCKING_WAIT_S = 300.0
+BLOCKING_JITTER_FRACTION = 16
+
+TERMINAL_ALLOC_STATUSES = ("complete", "failed", "lost")
+TERMINAL_EVAL_STATUSES = ("complete", "failed", "canceled")
+
+JSON_TYPE = "application/json"
+TEXT_TYPE = "text/plain; charset=utf-8"
+
+# Go's http.Header canonicalises names, so "X-Nomad-KnownLeader" goes out as
+# "X-Nomad-Knownleader".
+HEADER_INDEX = "X-Nomad-Index"
+HEADER_KNOWN_LEADER = "X-Nomad-Knownleader"
+HEADER_LAST_CONTACT = "X-Nomad-Lastcontact"
+HEADER_NEXT_TOKEN = "X-Nomad-Nexttoken"
+
+ERR_INVALID_METHOD = "Invalid method"
+ERR_NO_LEADER = "No cluster leader"
+ERR_PERMISSION_DENIED = "Permission denied"
+ERR_TOKEN_NOT_FOUND = "ACL token not found"
+ERR_NOT_FOUND_PAGE = "404 page not found\n"
+
+DEFAULT_LEADER = "127.0.0.1:4647"
+DEFAULT_SERVER_ID = "5f5a3b8e-64c2-9d1e-7a40-0c3b2f9d1e11"
+DEFAULT_VERSION = "1.10.5"
+
+
+# ---------------------------------------------------------------------------
+# Small helpers
+
+
+def now_ns():
+    return time.time_ns()
+
+
+def stable_uuid(label):
+    """Return a Nomad-shaped UUID (8-4-4-4-12 hex) derived from label."""
+    digest = hashlib.sha256(label.encode("utf-8")).hexdigest()
+    return "-".join((digest[0:8], digest[8:12], digest[12:16], digest[16:20], digest[20:32]))
+
+
+def stable_number(label, low, high):
+    """Return a deterministic integer in [low, high) derived from label."""
+    digest = hashlib.sha256(label.encode("utf-8")).digest()
+    return low + int.from_bytes(digest[:4], "big") % (high - low)
+
+
+def rfc3339(ns):
+    seconds, rest = divmod(int(ns), 1_000_000_000)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return "%s.%09dZ" % (stamp, rest)
+
+
+_DURATION_UNITS = {
+    "ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6,
+    "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
+}
+_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+
+
+def parse_go_duration(text):
+    """Parse a Go time.ParseDuration string ("30s", "1m30s", "1500ms") into seconds.
+
+    A bare number other than "0" is invalid, as in Go. Raises ValueError.
+    """
+    if not text:
+        raise ValueError("empty duration")
+    rest = text
+    sign = 1.0
+    if rest[0] in "+-":
+        sign = -1.0 if rest[0] == "-" else 1.0
+        rest = rest[1:]
+    if rest == "0":
+        return 0.0
+    if not rest:
+        raise ValueError("invalid duration %r" % text)
+    total = 0.0
+    pos = 0
+    while pos < len(rest):
+        match = _DURATION_PART.match(rest, pos)
+        if match is None:
+            raise ValueError("invalid duration %r" % text)
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    return sign * total
+
+
+def parse_go_bool(text):
+    """Parse like Go's strconv.ParseBool. Raises ValueError."""
+    if text in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if text in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise ValueError("invalid bool %r" % text)
+
+
+def deep_merge(base, override):
+    """Return base with override merged in: dicts merge key by key, anything else replaces."""
+    if not isinstance(base, dict) or not isinstance(override, dict):
+        return copy.deepcopy(override)
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if key in merged:
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def relative_time(value, now):
+    """Resolve a scenario time given in the unit of now.
+
+    A negative value means that long before now, so a static scenario file can
+    say "went down two hours ago" (StatusUpdatedAt: -7200).
+    """
+    if value is None:
+        return None
+    value = int(value)
+    return now + value if value < 0 else value
+
+
+def split_registration_id(reg_id, service_name):
+    """Return (task, port_label) from a native service registration ID, or (None, None).
+
+    IDs look like _nomad-task-<allocID>-<task>-<serviceName>-<portLabel>. Task and
+    service names may contain '-', so the alloc ID is the 36 characters after the
+    12-character prefix and the service name is matched literally.
+    """
+    prefix = "_nomad-task-"
+    if not reg_id.startswith(prefix) or len(reg_id) < len(prefix) + 37:
+        return None, None
+    rest = reg_id[len(prefix) + 37:]
+    marker = "-%s-" % service_name
+    pos = rest.rfind(marker)
+    if pos <= 0:
+        return None, None
+    return rest[:pos], rest[pos + len(marker):]
+
+
+class HttpError(Exception):
+    """An error answered as Nomad does: plain text with a status code."""
+
+    def __init__(self, status, text):
+        super().__init__(text)
+        self.status = status
+        self.text = text
+
+
+# ---------------------------------------------------------------------------
+# Sample-shaped defaults. Field sets follow the Nomad API docs' examples and
+# the Go structs (Node, NodeListStub, Allocation, AllocListStub, Evaluation,
+# ServiceRegistration).
+
+
+def node_ip(node):
+    http_addr = node.get("HTTPAddr") or ""
+    return http_addr.rsplit(":", 1)[0] if ":" in http_addr else http_addr
+
+
+def default_drivers(update_time):
+    def driver(detected, description, attributes):
+        return {
+            "Attributes": attributes,
+            "Detected": detected,
+            "HealthDescription": description,
+            "Healthy": detected,
+            "UpdateTime": update_time,
+        }
+
+    return {
+        "docker": driver(True, "Healthy", {
+            "driver.docker": "true",
+            "driver.docker.bridge_ip": "172.17.0.1",
+            "driver.docker.os_type": "linux",
+            "driver.docker.runtimes": "runc",
+            "driver.docker.version": "24.0.7",
+            "driver.docker.volumes.enabled": "true",
+        }),
+        "exec": driver(True, "Healthy", {"driver.exec": "true"}),
+        "raw_exec": driver(False, "disabled", None),
+    }
+
+
+def fill_node(raw, position, load_ns):
+    """Return a full Node from a partial one (ID, Name and Status are enough)."""
+    node_id = raw["ID"]
+    name = raw.get("Name") or "client-%d" % (position + 1)
+    status = raw.get("Status", "ready")
+    address = "10.0.%d.%d" % (1 + position // 250, 10 + position % 250)
+    load_s = load_ns // 1_000_000_000
+    stamp = rfc3339(load_ns - 86_400 * 1_000_000_000)
+    events = [{
+        "CreateIndex": 0,
+        "Details": None,
+        "Message": "Node registered",
+        "Subsystem": "Cluster",
+        "Timestamp": stamp,
+    }]
+    if status in ("down", "disconnected"):
+        events.append({
+            "CreateIndex": 0,
+            "Details": None,
+            "Message": "Node heartbeat missed",
+            "Subsystem": "Cluster",
+            "Timestamp": rfc3339(load_ns),
+        })
+    node = {
+        "ID": node_id,
+        "Name": name,
+        "Datacenter": "dc1",
+        "NodePool": "default",
+        "NodeClass": "",
+        "ComputedClass": "v1:%d" % stable_number(node_id, 10**17, 10**18),
+        "HTTPAddr": "%s:4646" % address,
+        "TLSEnabled": False,
+        "Status": status,
+        "StatusDescription": "",
+        "StatusUpdatedAt": load_s,
+        "SchedulingEligibility": "eligible" if status == "ready" else "ineligible",
+        "Drain": False,
+        "DrainStrategy": None,
+        "LastDrain": None,
+        "Events": events,
+        "Drivers": default_drivers(stamp),
+        "Attributes": {
+            "cpu.arch": "amd64",
+            "cpu.numcores": "8",
+            "cpu.totalcompute": "32000",
+            "driver.docker": "1",
+            "driver.exec": "1",
+            "kernel.name": "linux",
+            "memory.totalbytes": "16571674624",
+            "nomad.version": DEFAULT_VERSION,
+            "os.name": "ubuntu",
+            "os.version": "22.04",
+            "unique.hostname": name,
+            "unique.network.ip-address": address,
+        },
+        "Meta": {},
+        "Links": {},
+        "NodeResources": {
+            "Cpu": {"CpuShares": 32000, "TotalCpuCores": 8, "ReservableCpuCores": None},
+            "Memory": {"MemoryMB": 15803},
+            "Disk": {"DiskMB": 50000},
+            "Networks": [{
+                "CIDR": "%s/32" % address,
+                "Device": "eth0",
+                "DynamicPorts": None,
+                "IP": address,
+                "MBits": 1000,
+                "Mode": "host",
+                "ReservedPorts": None,
+            }],
+            "NodeNetworks": None,
+            "Devices": None,
+            "MinDynamicPort": 20000,
+            "MaxDynamicPort": 32000,
+        },
+        "ReservedResources": {
+            "Cpu": {"CpuShares": 0},
+            "Memory": {"MemoryMB": 0},
+            "Disk": {"DiskMB": 0},
+            "Networks": {"ReservedHostPorts": ""},
+        },
+        "HostVolumes": None,
+        "HostNetworks": None,
+        "NodeMaxAllocs": 0,
+        "LastMissedHeartbeatIndex": 0,
+        "LastAllocUpdateIndex": 0,
+        "SecretID": "",
+    }
+    node.update(copy.deepcopy(raw))
+    node["Drain"] = node.get("DrainStrategy") is not None
+    node["StatusUpdatedAt"] = relative_time(node.get("StatusUpdatedAt"), load_s)
+    # The SecretID never leaves a real server.
+    node["SecretID"] = ""
+    return node
+
+
+def node_stub(node, with_os, with_resources):
+    stub = {
+        "Address": node_ip(node),
+        "ID": node["ID"],
+        "Attributes": None,
+        "Datacenter": node.get("Datacenter"),
+        "Name": node.get("Name"),
+        "NodeClass": node.get("NodeClass"),
+        "NodePool": node.get("NodePool"),
+        "Version": (node.get("Attributes") or {}).get("nomad.version", ""),
+        "Drain": node.get("DrainStrategy") is not None,
+        "SchedulingEligibility": node.get("SchedulingEligibility"),
+        "Status": node.get("Status"),
+        "StatusDescription": node.get("StatusDescription"),
+        "Drivers": node.get("Drivers"),
+        "HostVolumes": node.get("HostVolumes"),
+        "LastDrain": node.get("LastDrain"),
+        "CreateIndex": node["CreateIndex"],
+        "ModifyIndex": node["ModifyIndex"],
+    }
+    if with_os:
+        stub["Attributes"] = {"os.name": (node.get("Attributes") or {}).get("os.name", "")}
+    if with_resources:
+        stub["NodeResources"] = node.get("NodeResources")
+        stub["ReservedResources"] = node.get("ReservedResources")
+    return stub
+
+
+def task_event(event_type, at_ns, message, exit_code=0, fails_task=False):
+    return {
+        "Details": {},
+        "DiskLimit": 0,
+        "DisplayMessage": message,
+        "DownloadError": "",
+        "DriverError": "",
+        "DriverMessage": "",
+        "ExitCode": exit_code,
+        "FailedSibling": "",
+        "FailsTask": fails_task,
+        "GenericSource": "",
+        "KillError": "",
+        "KillReason": "",
+        "KillTimeout": 0,
+        "Message": message,
+        "RestartReason": "",
+        "SetupError": "",
+        "Signal": 0,
+        "StartDelay": 0,
+        "TaskSignal": "",
+        "TaskSignalReason": "",
+        "Time": at_ns,
+        "Type": event_type,
+        "ValidationError": "",
+        "VaultError": "",
+    }
+
+
+def task_state(client_status, create_ns, modify_ns):
+    """Return a TaskState consistent with the alloc's ClientStatus."""
+    events = [task_event("Received", create_ns, "Task received by client")]
+    state = {
+        "State": "pending",
+        "Failed": False,
+        "Restarts": 0,
+        "LastRestart": None,
+        "StartedAt": None,
+        "FinishedAt": None,
+        "Events": events,
+        "TaskHandle": None,
+    }
+    if client_status == "pending":
+        return state
+    events.append(task_event("Started", create_ns + 2_000_000_000, "Task started by client"))
+    state["State"] = "running"
+    state["StartedAt"] = rfc3339(create_ns + 2_000_000_000)
+    if client_status == "complete":
+        events.append(task_event("Terminated", modify_ns, "Exit Code: 0"))
+        state["State"] = "dead"
+        state["FinishedAt"] = rfc3339(modify_ns)
+    elif client_status == "failed":
+        events.append(task_event("Terminated", modify_ns, "Exit Code: 1", exit_code=1))
+        events.append(task_event("Not Restarting", modify_ns, "Error was unrecoverable",
+                                 fails_task=True))
+        state["State"] = "dead"
+        state["Failed"] = True
+        state["FinishedAt"] = rfc3339(modify_ns)
+    # lost and unknown keep the last state the client reported (running).
+    return state
+
+
+def build_job(alloc, region, job_type, job_version, services_by_task, group_services):
+    job_id = alloc["JobID"]
+    tasks = []
+    for task_name in sorted(services_by_task):
+        tasks.append({
+            "Name": task_name,
+            "Driver": "docker",
+            "User": "",
+            "Config": {"image": "registry.example/%s:1.0" % job_id, "ports": []},
+            "Env": None,
+            "Services": [
+                {"Name": name, "PortLabel": port, "Provider": "nomad", "Tags": [],
+                 "Checks": None, "TaskName": ""}
+                for name, port in services_by_task[task_name]
+            ] or None,
+            "Resources": {"CPU": 100, "MemoryMB": 256, "MemoryMaxMB": 0, "DiskMB": 0,
+                          "Networks": None},
+            "Lifecycle": None,
+            "KillTimeout": 5_000_000_000,
+            "ShutdownDelay": 0,
+            "Leader": False,
+        })
+    group = {
+        "Name": alloc["TaskGroup"],
+        "Count": 1,
+        "Constraints": None,
+        "Affinities": None,
+        "Spreads": None,
+        "RestartPolicy": {"Attempts": 2, "Interval": 1_800_000_000_000,
+                          "Delay": 15_000_000_000, "Mode": "fail", "RenderTemplates": False},
+        "ReschedulePolicy": {"Attempts": 0, "Interval": 0, "Delay": 30_000_000_000,
+                             "DelayFunction": "exponential", "MaxDelay": 3_600_000_000_000,
+                             "Unlimited": True},
+        "Disconnect": None,
+        "MaxClientDisconnect": None,
+        "StopAfterClientDisconnect": None,
+        "PreventRescheduleOnLost": False,
+        "Networks": [{"Mode": "bridge", "DynamicPorts": None, "ReservedPorts": None}],
+        "Services": [
+            {"Name": name, "PortLabel": port, "Provider": "nomad", "Tags": [],
+             "Checks": None, "TaskName": ""}
+            for name, port in group_services
+        ] or None,
+        "Tasks": tasks,
+        "EphemeralDisk": {"Migrate": False, "SizeMB": 300, "Sticky": False},
+        "Meta": None,
+    }
+    return {
+        "Region": region,
+        "Namespace": alloc["Namespace"],
+        "ID": job_id,
+        "ParentID": "",
+        "Name": job_id,
+        "Type": job_type,
+        "Priority": 50,
+        "AllAtOnce": False,
+        "Datacenters": ["dc1"],
+        "NodePool": "default",
+        "Constraints": None,
+        "Affinities": None,
+        "Spreads": None,
+        "TaskGroups": [group],
+        "Update": {"Stagger": 30_000_000_000, "MaxParallel": 1},
+        "Periodic": None,
+        "ParameterizedJob": None,
+        "Dispatched": False,
+        "Payload": None,
+        "Meta": None,
+        "Stop": False,
+        "Status": "running",
+        "StatusDescription": "",
+        "Stable": True,
+        "Version": job_version,
+        "SubmitTime": alloc["CreateTime"],
+        # sync_job_indexes() sets these once the alloc has its own indexes.
+        "CreateIndex": 0,
+        "ModifyIndex": 0,
+        "JobModifyIndex": 0,
+    }
+
+
+def sync_job_indexes(alloc):
+    """Give a generated Job the alloc's CreateIndex, as if the job was registered just before."""
+    job = alloc.get("Job")
+    if isinstance(job, dict) and job.get("CreateIndex") == 0:
+        job["CreateIndex"] = job["ModifyIndex"] = job["JobModifyIndex"] = alloc["CreateIndex"]
+
+
+# Fields of AllocListStub, in the order Go declares them.
+ALLOC_STUB_FIELDS = (
+    "ID", "EvalID", "Name", "Namespace", "NodeID", "NodeName", "JobID", "JobType",
+    "JobVersion", "TaskGroup", "DesiredStatus", "DesiredDescription", "ClientStatus",
+    "ClientDescription", "DesiredTransition", "TaskStates", "DeploymentStatus",
+    "FollowupEvalID", "NextAllocation", "RescheduleTracker", "PreemptedAllocations",
+    "PreemptedByAllocation", "CreateIndex", "ModifyIndex", "CreateTime", "ModifyTime",
+)
+
+
+def fill_alloc(raw, nodes, registrations, region, load_ns):
+    """Return a full Allocation from a partial one.
+
+    ID, Namespace, NodeID, JobID, ClientStatus and DesiredStatus are enough. The
+    embedded Job lists the tasks and services found in the registrations that
+    point at this alloc, so Job and registrations agree.
+    """
+    alloc_id = raw["ID"]
+    job_id = raw.get("JobID", "example")
+    group = raw.get("TaskGroup") or job_id
+    client_status = raw.get("ClientStatus", "running")
+    create_ns = relative_time(raw.get("CreateTime"), load_ns)
+    if create_ns is None:
+        create_ns = load_ns - 3_600 * 1_000_000_000
+    modify_ns = relative_time(raw.get("ModifyTime"), load_ns)
+    if modify_ns is None:
+        modify_ns = max(create_ns, load_ns - 600 * 1_000_000_000)
+
+    services_by_task = {}
+    group_services = []
+    for reg in registrations:
+        if reg.get("AllocID") != alloc_id:
+            continue
+        task, port = split_registration_id(reg.get("ID", ""), reg.get("ServiceName", ""))
+        if task is None:
+            continue
+        if task.startswith("group-"):
+            group_services.append((reg["ServiceName"], port))
+        else:
+            services_by_task.setdefault(task, []).append((reg["ServiceName"], port))
+    if raw.get("TaskStates"):
+        for task in raw["TaskStates"]:
+            services_by_task.setdefault(task, [])
+    if not services_by_task:
+        services_by_task[group] = []
+
+    node = nodes.get(raw.get("NodeID", ""))
+    alloc = {
+        "ID": alloc_id,
+        "Namespace": raw.get("Namespace", "default"),
+        "EvalID": stable_uuid("eval-for-" + alloc_id),
+        "Name": "%s.%s[0]" % (job_id, group),
+        "NodeID": raw.get("NodeID", ""),
+        "NodeName": node.get("Name", "") if node else "",
+        "JobID": job_id,
+        "TaskGroup": group,
+        "DesiredStatus": "stop" if client_status == "lost" else "run",
+        "DesiredDescription": "",
+        "DesiredTransition": {"Migrate": None, "Reschedule": None, "ForceReschedule": None,
+                              "NoShutdownDelay": None},
+        "ClientStatus": client_status,
+        "ClientDescription": {
+            "pending": "No tasks have started",
+            "running": "Tasks are running",
+            "complete": "All tasks have completed",
+            "failed": "Failed tasks",
+            "lost": "",
+            "unknown": "",
+        }.get(client_status, ""),
+        "TaskStates": {
+            task: task_state(client_status, create_ns, modify_ns) for task in services_by_task
+        },
+        "AllocStates": None,
+        "PreviousAllocation": "",
+        "NextAllocation": "",
+        "DeploymentID": "",
+        "DeploymentStatus": None,
+        "RescheduleTracker": None,
+        "NetworkStatus": {"InterfaceName": "eth0", "Address": "172.26.64.%d"
+                          % stable_number(alloc_id, 2, 250), "AddressIPv6": "", "DNS": None},
+        "FollowupEvalID": "",
+        "PreemptedAllocations": None,
+        "PreemptedByAllocation": "",
+        "AllocatedResources": {
+            "Tasks": {task: {"Cpu": {"CpuShares": 100, "ReservedCores": None},
+                             "Memory": {"MemoryMB": 256, "MemoryMaxMB": 0},
+                             "Networks": None, "Devices": None}
+                      for task in services_by_task},
+            "TaskLifecycles": {task: None for task in services_by_task},
+            "Shared": {"DiskMB": 300, "Networks": None, "Ports": None},
+        },
+        "Metrics": {"NodesEvaluated": 1, "NodesFiltered": 0, "NodesInPool": 1,
+                    "NodesAvailable": {"dc1": 1}, "ClassFiltered": None,
+                    "ConstraintFiltered": None, "NodesExhausted": 0, "ClassExhausted": None,
+                    "DimensionExhausted": None, "QuotaExhausted": None, "ResourcesExhausted": None,
+                    "ScoreMetaData": None, "AllocationTime": 41000, "CoalescedFailures": 0},
+        "CreateTime": create_ns,
+        "ModifyTime": modify_ns,
+    }
+    if client_status == "lost":
+        alloc["DesiredDescription"] = "alloc is lost since its node is down"
+    if client_status == "unknown":
+        alloc["DesiredDescription"] = "alloc is unknown since its node is disconnected"
+
+    # JobType and JobVersion are list-stub fields; the full alloc carries them in Job.
+    overrides = {k: copy.deepcopy(v) for k, v in raw.items()
+                 if k not in ("JobType", "JobVersion", "CreateTime", "ModifyTime")}
+    alloc.update(overrides)
+    if "Job" not in raw:
+        alloc["Job"] = build_job(alloc, region, raw.get("JobType", "service"),
+                                 raw.get("JobVersion", 0), services_by_task, group_services)
+    return alloc
+
+
+def alloc_stub(alloc, with_task_states, with_resources):
+    job = alloc.get("Job") or {}
+    stub = {}
+    for field in ALLOC_STUB_FIELDS:
+        if field == "JobType":
+            stub[field] = job.get("Type", "")
+        elif field == "JobVersion":
+            stub[field] = job.get("Version", 0)
+        else:
+            stub[field] = alloc.get(field)
+    if not with_task_states:
+        # AllocListStub.TaskStates has no omitempty, so Nomad sends null.
+        stub["TaskStates"] = None
+    if with_resources:
+        stub["AllocatedResources"] = alloc.get("AllocatedResources")
+    return stub
+
+
+def fill_eval(raw, load_ns):
+    eval_id = raw["ID"]
+    create_ns = relative_time(raw.get("CreateTime"), load_ns)
+    if create_ns is None:
+        create_ns = load_ns - 3_600 * 1_000_000_000
+    modify_ns = relative_time(raw.get("ModifyTime"), load_ns)
+    if modify_ns is None:
+        modify_ns = create_ns + 50_000_000
+    evaluation = {
+        "ID": eval_id,
+        "Namespace": "default",
+        "Priority": 50,
+        "Type": "service",
+        "TriggeredBy": "job-register",
+        "JobID": "example",
+        "JobModifyIndex": 0,
+        "NodeID": "",
+        "NodeModifyIndex": 0,
+        "DeploymentID": "",
+        "Status": "complete",
+        "StatusDescription": "",
+        "Wait": 0,
+        "WaitUntil": None,
+        "NextEval": "",
+        "PreviousEval": "",
+        "BlockedEval": "",
+        "RelatedEvals": None,
+        "FailedTGAllocs": None,
+        "ClassEligibility": None,
+        "QuotaLimitReached": "",
+        "EscapedComputedClass": False,
+        "AnnotatePlan": False,
+        "QueuedAllocations": {},
+        "LeaderACL": "",
+        "SnapshotIndex": 0,
+    }
+    evaluation.update(copy.deepcopy(raw))
+    evaluation["CreateTime"] = create_ns
+    evaluation["ModifyTime"] = modify_ns
+    return evaluation
+
+
+def fill_registration(raw, allocs, nodes):
+    alloc = allocs.get(raw.get("AllocID", ""))
+    node_id = raw.get("NodeID") or (alloc.get("NodeID", "") if alloc else "")
+    node = nodes.get(node_id)
+    reg = {
+        "ID": raw["ID"],
+        "ServiceName": raw.get("ServiceName", ""),
+        "Namespace": raw.get("Namespace", "default"),
+        "NodeID": node_id,
+        "Datacenter": node.get("Datacenter", "dc1") if node else "dc1",
+        "JobID": alloc.get("JobID", "example") if alloc else "example",
+        "AllocID": raw.get("AllocID", ""),
+        "Tags": [],
+        "Address": node_ip(node) if node else "127.0.0.1",
+        "Port": stable_number(raw["ID"], 20000, 32000),
+    }
+    reg.update(copy.deepcopy(raw))
+    return reg
+
+
+def default_raft(leader):
+    address = leader or DEFAULT_LEADER
+    return {
+        "Index": 0,
+        "Servers": [{
+            "Address": address,
+            "ID": DEFAULT_SERVER_ID,
+            "Leader": bool(leader),
+            "Node": "server-1.global",
+            "RaftProtocol": "3",
+            "Voter": True,
+        }],
+    }
+
+
+def default_autopilot(raft, leader):
+    servers = []
+    leader_id = ""
+    for server in raft.get("Servers", []):
+        is_leader = bool(leader) and server.get("Address") == leader
+        if is_leader:
+            leader_id = server.get("ID", "")
+        servers.append({
+            "ID": server.get("ID", ""),
+            "Name": server.get("Node", ""),
+            "Address": server.get("Address", ""),
+            "SerfStatus": "alive",
+            "Version": DEFAULT_VERSION,
+            "Leader": is_leader,
+            "LastContact": "0s" if is_leader else "12.5ms",
+            "LastTerm": 2,
+            "LastIndex": 46,
+            "Healthy": True,
+            "Voter": server.get("Voter", True),
+            "StableSince": "2024-01-01T00:00:00Z",
+        })
+    return {
+        "Healthy": True,
+        "FailureTolerance": max(0, (len(servers) - 1) // 2),
+        "Servers": servers,
+        "Leader": leader_id,
+        "Voters": [s["ID"] for s in servers if s["Voter"]],
+    }
+
+
+def default_scheduler():
+    return {
+        "SchedulerAlgorithm": "binpack",
+        "MemoryOversubscriptionEnabled": False,
+        "RejectJobRegistration": False,
+        "PauseEvalBroker": False,
+        "PreemptionConfig": {
+            "SystemSchedulerEnabled": True,
+            "SysBatchSchedulerEnabled": False,
+            "BatchSchedulerEnabled": False,
+            "ServiceSchedulerEnabled": False,
+        },
+        "CreateIndex": 5,
+        "ModifyIndex": 5,
+    }
+
+
+def default_members(region):
+    return {
+        "ServerName": "server-1",
+        "ServerRegion": region,
+        "ServerDC": "dc1",
+        "Members": [{
+            "Name": "server-1.%s" % region,
+            "Addr": "127.0.0.1",
+            "Port": 4648,
+            "Tags": {
+                "role": "nomad", "region": region, "dc": "dc1", "vsn": "1", "mvn": "1",
+                "build": DEFAULT_VERSION, "port": "4647", "bootstrap": "1", "rpc_addr": "127.0.0.1",
+            },
+            "Status": "alive",
+            "ProtocolMin": 1,
+            "ProtocolMax": 5,
+            "ProtocolCur": 2,
+            "DelegateMin": 2,
+            "DelegateMax": 5,
+            "DelegateCur": 4,
+        }],
+    }
+
+
+def default_agent_self(region, leader, acl_enabled, members):
+    member = copy.deepcopy(members["Members"][0]) if members.get("Members") else {}
+    return {
+        "config": {
+            "ACL": {"Enabled": acl_enabled},
+            "Addresses": {"HTTP": "127.0.0.1", "RPC": "127.0.0.1", "Serf": "127.0.0.1"},
+            "AdvertiseAddrs": {"HTTP": "127.0.0.1:4646", "RPC": "127.0.0.1:4647",
+                               "Serf": "127.0.0.1:4648"},
+            "BindAddr": "127.0.0.1",
+            "Client": {"Enabled": False},
+            "DataDir": "/opt/nomad/data",
+            "Datacenter": "dc1",
+            "LogLevel": "INFO",
+            "NodeName": "server-1",
+            "Ports": {"HTTP": 4646, "RPC": 4647, "Serf": 4648},
+            "Region": region,
+            "Server": {"Enabled": True, "BootstrapExpect": 1},
+            "Version": {"Revision": "", "Version": DEFAULT_VERSION,
+                        "VersionMetadata": "", "VersionPrerelease": ""},
+        },
+        "member": member,
+        "stats": {
+            "nomad": {
+                "server": "true",
+                "leader": "true" if leader == DEFAULT_LEADER else "false",
+                "leader_addr": leader,
+                "bootstrap": "true",
+                "known_regions": "1",
+            },
+            "raft": {
+                "state": "Leader" if leader == DEFAULT_LEADER else "Follower",
+                "applied_index": "0",
+                "commit_index": "0",
+                "last_contact": "never" if leader == DEFAULT_LEADER else "0",
+                "num_peers": "0",
+                "term": "2",
+            },
+            "runtime": {"arch": "amd64", "cpu_count": "8", "goroutines": "120",
+                        "kernel.name": "linux", "max_procs": "8", "version": "go1.22.7"},
+            "serf": {"failed": "0", "left": "0", "members": "1", "health_score": "0",
+                     "encrypted": "false"},
+        },
+    }
+
+
+# ---------------------------------------------------------------------------
+# Cluster state
+
+
+class ScenarioError(ValueError):
+    """A scenario or mutation that cannot be applied; the message names the value."""
+
+
+def require_objects(scenario, key, required):
+    items = scenario.get(key, [])
+    if not isinstance(items, list):
+        raise ScenarioError("scenario %r must be a JSON array, got %s"
+                            % (key, type(items).__name__))
+    for position, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ScenarioError("scenario %s[%d] must be an object" % (key, position))
+        for field in required:
+            if not item.get(field):
+                raise ScenarioError("scenario %s[%d] is missing %s" % (key, position, field))
+    return items
+
+
+class ClusterState:
+    """Tables, indexes and cluster-wide settings, guarded by one condition variable.
+
+    Every write bumps the global Raft index and sets the modify index of the
+    tables it touched to that value; blocking queries wait on `cond`.
+    """
+
+    TABLES = ("nodes", "allocs", "evals", "services")
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.generation = 0
+        self.stopping = False
+        self.load({})
+
+    # -- loading ----------------------------------------------------------
+
+    def load(self, scenario):
+        """Replace all state with scenario. Raises ScenarioError on invalid input."""
+        if not isinstance(scenario, dict):
+            raise ScenarioError("scenario must be a JSON object")
+        raw_nodes = require_objects(scenario, "nodes", ("ID",))
+        raw_allocs = require_objects(scenario, "allocations", ("ID",))
+        raw_evals = require_objects(scenario, "evaluations", ("ID",))
+        raw_regs = require_objects(scenario, "services", ("ID", "ServiceName"))
+        load_ns = now_ns()
+        region = scenario.get("region", "global")
+        leader = scenario.get("leader", None)
+
+        raft = deep_merge(default_raft(DEFAULT_LEADER if leader is None else leader),
+                          scenario.get("raft", {}))
+        if leader is None:
+            leader = next((s.get("Address", "") for s in raft.get("Servers", [])
+                           if s.get("Leader")), DEFAULT_LEADER)
+        for server in raft.get("Servers", []):
+            server["Leader"] = bool(leader) and server.get("Address") == leader
+
+        next_index = 10
+
+        def assign_indexes(obj):
+            nonlocal next_index
+            if "CreateIndex" not in obj:
+                obj["CreateIndex"] = next_index
+                next_index += 1
+            if "ModifyIndex" not in obj:
+                obj["ModifyIndex"] = obj["CreateIndex"]
+
+        nodes = {}
+        for position, raw in enumerate(raw_nodes):
+            node = fill_node(raw, position, load_ns)
+            assign_indexes(node)
+            nodes[node["ID"]] = node
+        evals = {}
+        for raw in raw_evals:
+            evaluation = fill_eval(raw, load_ns)
+            assign_indexes(evaluation)
+            evals[evaluation["ID"]] = evaluation
+        allocs = {}
+        for raw in raw_allocs:
+            alloc = fill_alloc(raw, nodes, raw_regs, region, load_ns)
+            assign_indexes(alloc)
+            alloc.setdefault("AllocModifyIndex", alloc["CreateIndex"])
+            sync_job_indexes(alloc)
+            allocs[alloc["ID"]] = alloc
+        services = {}
+        for raw in raw_regs:
+            reg = fill_registration(raw, allocs, nodes)
+            assign_indexes(reg)
+            key = (reg["Namespace"], reg["ID"])
+            if key in services:
+                raise ScenarioError("scenario services: duplicate registration %s in namespace %s"
+                                    % (reg["ID"], reg["Namespace"]))
+            services[key] = reg
+
+        namespaces = scenario.get("namespaces")
+        if namespaces is None:
+            namespaces = sorted({"default"}
+                                | {a["Namespace"] for a in allocs.values()}
+                                | {e["Namespace"] for e in evals.values()}
+                                | {r["Namespace"] for r in services.values()})
+
+        tables = {"nodes": nodes, "allocs": allocs, "evals": evals, "services": services}
+        table_index = {}
+        highest = next_index - 1
+        for name, table in tables.items():
+            top = max((obj["ModifyIndex"] for obj in table.values()), default=1)
+            table_index[name] = max(top, 1)
+            highest = max(highest, top,
+                          max((obj["CreateIndex"] for obj in table.values()), default=0))
+        members = deep_merge(default_members(region), scenario.get("members", {}))
+        acl_token = scenario.get("acl_token") or None
+
+        with self.cond:
+            self.region = region
+            self.leader = leader
+            self.known_leader = bool(scenario.get("known_leader", True))
+            self.last_contact_ms = int(scenario.get("last_contact_ms", 0))
+            self.no_leader_delay_s = int(scenario.get("no_leader_delay_ms", 0)) / 1000.0
+            self.acl_token = acl_token
+            self.namespaces = list(namespaces)
+            self.nodes = nodes
+            self.allocs = allocs
+            self.evals = evals
+            self.services = services
+            self.table_index = table_index
+            self.index = max(int(scenario.get("index", 0)), highest)
+            self.raft = raft
+            self.autopilot = deep_merge(default_autopilot(raft, leader),
+                                        scenario.get("autopilot", {}))
+            self.scheduler = deep_merge(default_scheduler(), scenario.get("scheduler", {}))
+            self.members = members
+            self.agent_self = deep_merge(
+                default_agent_self(region, leader, acl_token is not None, members),
+                scenario.get("agent_self", {}))
+            self.generation += 1
+            self.cond.notify_all()
+
+    # -- inspection -------------------------------------------------------
+
+    def to_json(self):
+        """Return the current state in scenario form (loadable again), plus indexes."""
+        with self.cond:
+            return {
+                "region": self.region,
+                "leader": self.leader,
+                "known_leader": self.known_leader,
+                "last_contact_ms": self.last_contact_ms,
+                "acl_enabled": self.acl_token is not None,
+                "index": self.index,
+                "table_index": dict(self.table_index),
+                "namespaces": list(self.namespaces),
+                "nodes": sorted(self.nodes.values(), key=lambda n: n["ID"]),
+                "allocations": sorted(self.allocs.values(),
+                                      key=lambda a: (a["CreateIndex"], a["ID"])),
+                "evaluations": sorted(self.evals.values(),
+                                      key=lambda e: (e["CreateIndex"], e["ID"])),
+                "services": sorted(self.services.values(),
+                                   key=lambda r: (r["Namespace"], r["ID"])),
+                "raft": self.raft,
+                "autopilot": self.autopilot,
+                "scheduler": self.scheduler,
+            }
+
+    # -- writes (caller holds self.cond) -----------------------------------
+
+    def bump(self, *tables):
+        """Advance the Raft index for one write and mark tables as changed by it."""
+        self.index += 1
+        for table in tables:
+            self.table_index[table] = self.index
+        self.cond.notify_all()
+        return self.index
+
+    def delete_registration(self, namespace, reg_id):
+        """Delete by (namespace, ID), as Nomad's state store does. Returns the new index."""
+        if (namespace, reg_id) not in self.services:
+            raise HttpError(500, "service registration not found")
+        del self.services[(namespace, reg_id)]
+        return self.bump("services")
+
+    def force_gc(self):
+        """Apply `nomad system gc`: drop terminal evals and allocs, their registrations,
+        and down nodes with no live allocs left. Returns the new index."""
+        dead_evals = [eid for eid, e in self.evals.items()
+                      if e.get("Status") in TERMINAL_EVAL_STATUSES]
+        dead_allocs = {aid for aid, a in self.allocs.items()
+                       if a.get("ClientStatus") in TERMINAL_ALLOC_STATUSES}
+        for eval_id in dead_evals:
+            del self.evals[eval_id]
+        for alloc_id in dead_allocs:
+            del self.allocs[alloc_id]
+        dead_regs = [key for key, reg in self.services.items() if reg.get("AllocID") in dead_allocs]
+        for key in dead_regs:
+            del self.services[key]
+        busy_nodes = {a.get("NodeID") for a in self.allocs.values()}
+        dead_nodes = [nid for nid, n in self.nodes.items()
+                      if n.get("Status") == "down" and nid not in busy_nodes]
+        for node_id in dead_nodes:
+            del self.nodes[node_id]
+
+        changed = []
+        if dead_evals:
+            changed.append("evals")
+        if dead_allocs:
+            changed.append("allocs")
+        if dead_regs:
+            changed.append("services")
+        if dead_nodes:
+            changed.append("nodes")
+        return self.bump(*changed)
+
+    def apply_mutations(self, ops):
+        """Apply a list of control-API operations atomically. Returns the new index.
+
+        Each operation is one write (one index bump). On any invalid operation
+        nothing is changed and ScenarioError names the operation.
+        """
+        if not isinstance(ops, list):
+            raise ScenarioError("mutate body must be a JSON array of operations")
+        with self.cond:
+            saved = copy.deepcopy((self.nodes, self.allocs, self.evals, self.services,
+                                   self.table_index, self.index, self.leader,
+                                   self.known_leader, self.autopilot))
+            try:
+                for position, op in enumerate(ops):
+                    if not isinstance(op, dict) or not isinstance(op.get("op"), str):
+                        raise ScenarioError("mutate[%d] must be an object with an \"op\" string"
+                                            % position)
+                    try:
+                        self.apply_one(op)
+                    except KeyError as exc:
+                        raise ScenarioError("mutate[%d] (%s): missing or unknown value %s"
+                                            % (position, op["op"], exc)) from None
+                    except ScenarioError as exc:
+                        raise ScenarioError("mutate[%d] (%s): %s"
+                                            % (position, op["op"], exc)) from None
+            except ScenarioError:
+                (self.nodes, self.allocs, self.evals, self.services, self.table_index,
+                 self.index, self.leader, self.known_leader, self.autopilot) = saved
+                raise
+            self.cond.notify_all()
+            return self.index
+
+    def lookup(self, table, key, what):
+        if key not in table:
+            raise ScenarioError("%s %r not found" % (what, key))
+        return table[key]
+
+    def apply_one(self, op):
+        kind = op["op"]
+        stamp = now_ns()
+        if kind == "set_alloc_status":
+            alloc = self.lookup(self.allocs, op["id"], "allocation")
+            status = op.get("client_status", alloc["ClientStatus"])
+            alloc["ClientStatus"] = status
+            if "desired_status" in op:
+                alloc["DesiredStatus"] = op["desired_status"]
+            for state in (alloc.get("TaskStates") or {}).values():
+                fresh = task_state(status, alloc["CreateTime"], stamp)
+                state.update(fresh)
+            alloc["ModifyTime"] = stamp
+            tables = ["allocs"]
+            if op.get("deregister_services") and status in TERMINAL_ALLOC_STATUSES:
+                for key in [k for k, r in self.services.items() if r["AllocID"] == op["id"]]:
+                    del self.services[key]
+                tables.append("services")
+            index = self.bump(*tables)
+            alloc["ModifyIndex"] = index
+            alloc["AllocModifyIndex"] = index
+        elif kind == "remove_alloc":
+            self.lookup(self.allocs, op["id"], "allocation")
+            del self.allocs[op["id"]]
+            tables = ["allocs"]
+            if op.get("deregister_services"):
+                for key in [k for k, r in self.services.items() if r["AllocID"] == op["id"]]:
+                    del self.services[key]
+                tables.append("services")
+            self.bump(*tables)
+        elif kind == "add_alloc":
+            raw = op["alloc"]
+            if not isinstance(raw, dict) or not raw.get("ID"):
+                raise ScenarioError("\"alloc\" must be an object with an ID")
+            alloc = fill_alloc(raw, self.nodes, list(self.services.values()), self.region, stamp)
+            index = self.bump("allocs")
+            alloc["CreateIndex"] = alloc["ModifyIndex"] = alloc["AllocModifyIndex"] = index
+            sync_job_indexes(alloc)
+            self.allocs[alloc["ID"]] = alloc
+        elif kind in ("add_service", "add_registration"):
+            raw = op.get("service", op.get("registration"))
+            if not isinstance(raw, dict) or not raw.get("ID") or not raw.get("ServiceName"):
+                raise ScenarioError("\"service\" must be an object with ID and ServiceName")
+            reg = fill_registration(raw, self.allocs, self.nodes)
+            index = self.bump("services")
+            reg["CreateIndex"] = reg["ModifyIndex"] = index
+            self.services[(reg["Namespace"], reg["ID"])] = reg
+        elif kind in ("remove_service", "remove_registration"):
+            key = (op.get("namespace", "default"), op["id"])
+            self.lookup(self.services, key, "service registration")
+            del self.services[key]
+            self.bump("services")
+        elif kind == "set_node_status":
+            node = self.lookup(self.nodes, op["id"], "node")
+            node["Status"] = op["status"]
+            node["StatusUpdatedAt"] = stamp // 1_000_000_000
+            if op["status"] in ("down", "disconnected"):
+                message = "Node heartbeat missed"
+            else:
+                message = "Node reregistered by heartbeat"
+            node["Events"] = (node.get("Events") or [])[-9:] + [{
+                "CreateIndex": self.index + 1, "Details": None, "Message": message,
+                "Subsystem": "Cluster", "Timestamp": rfc3339(stamp)}]
+            node["ModifyIndex"] = self.bump("nodes")
+        elif kind == "add_node":
+            raw = op["node"]
+            if not isinstance(raw, dict) or not raw.get("ID"):
+                raise ScenarioError("\"node\" must be an object with an ID")
+            node = fill_node(raw, len(self.nodes), stamp)
+            index = self.bump("nodes")
+            node["CreateIndex"] = node["ModifyIndex"] = index
+            self.nodes[node["ID"]] = node
+        elif kind == "remove_node":
+            self.lookup(self.nodes, op["id"], "node")
+            del self.nodes[op["id"]]
+            self.bump("nodes")
+        elif kind == "add_eval":
+            raw = op["eval"]
+            if not isinstance(raw, dict) or not raw.get("ID"):
+                raise ScenarioError("\"eval\" must be an object with an ID")
+            evaluation = fill_eval(raw, stamp)
+            index = self.bump("evals")
+            evaluation["CreateIndex"] = evaluation["ModifyIndex"] = index
+            self.evals[evaluation["ID"]] = evaluation
+        elif kind == "remove_eval":
+            self.lookup(self.evals, op["id"], "evaluation")
+            del self.evals[op["id"]]
+            self.bump("evals")
+        elif kind == "set_leader":
+            self.leader = op["leader"]
+            self.generation += 1
+        elif kind == "set_known_leader":
+            self.known_leader = bool(op["value"])
+        elif kind == "set_autopilot_healthy":
+            self.autopilot["Healthy"] = bool(op["value"])
+        else:
+            raise ScenarioError("unknown op %r" % kind)
+
+
+# ---------------------------------------------------------------------------
+# Faults and request recording
+
+
+FAULT_KEYS = {"method", "path", "path_prefix", "times", "status", "body", "delay_ms",
+              "truncate", "drop", "known_leader", "headers"}
+
+
+def validate_fault(rule, position):
+    if not isinstance(rule, dict):
+        raise ScenarioError("faults[%d] must be an object" % position)
+    unknown = set(rule) - FAULT_KEYS
+    if unknown:
+        raise ScenarioError("faults[%d] has unknown keys %s; allowed: %s"
+                            % (position, sorted(unknown), sorted(FAULT_KEYS)))
+    if "path" in rule and "path_prefix" in rule:
+        raise ScenarioError("faults[%d] sets both path and path_prefix; use one" % position)
+    if rule.get("times") is not None and (not isinstance(rule["times"], int) or rule["times"] < 1):
+        raise ScenarioError("faults[%d].times must be a positive integer" % position)
+    if rule.get("status") is not None and not isinstance(rule["status"], int):
+        raise ScenarioError("faults[%d].status must be an integer HTTP status" % position)
+    if not isinstance(rule.get("headers", {}), dict):
+        raise ScenarioError("faults[%d].headers must be an object" % position)
+
+
+class FaultBook:
+    """Fault rules in order; the first rule that matches a request applies."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.rules = []
+
+    def replace(self, rules):
+        if not isinstance(rules, list):
+            raise ScenarioError("faults body must be a JSON array of rules")
+        for position, rule in enumerate(rules):
+            validate_fault(rule, position)
+        with self.lock:
+            self.rules = [dict(rule) for rule in rules]
+
+    def clear(self):
+        with self.lock:
+            self.rules = []
+
+    def snapshot(self):
+        with self.lock:
+            return [dict(rule) for rule in self.rules]
+
+    def take(self, method, path):
+        """Return the first matching rule and count one use of it, or None."""
+        with self.lock:
+            for rule in self.rules:
+                if rule.get("method") and rule["method"].upper() != method:
+                    continue
+                if "path" in rule and rule["path"] != path:
+                    continue
+                if "path_prefix" in rule and not path.startswith(rule["path_prefix"]):
+                    continue
+                taken = dict(rule)
+                if rule.get("times") is not None:
+                    rule["times"] -= 1
+                    if rule["times"] <= 0:
+                        self.rules.remove(rule)
+                return taken
+        return None
+
+
+class RequestLog:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.entries = []
+
+    def add(self, entry):
+        with self.lock:
+            self.entries.append(entry)
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.entries)
+
+    def clear(self):
+        with self.lock:
+            self.entries = []
+
+
+# ---------------------------------------------------------------------------
+# Requests and replies
+
+
+class Reply:
+    """One HTTP answer before faults and compression are applied."""
+
+    def __init__(self, status=200, body=b"", content_type=JSON_TYPE):
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = []         # extra (name, value) pairs
+        self.index = None         # X-Nomad-Index when set
+        self.query_meta = False   # add X-Nomad-Knownleader and X-Nomad-Lastcontact
+        self.next_token = None
+
+    @classmethod
+    def json(cls, obj, status=200):
+        return cls(status, json.dumps(obj).encode("utf-8"), JSON_TYPE)
+
+    @classmethod
+    def text(cls, status, text):
+        return cls(status, text.encode("utf-8"), TEXT_TYPE)
+
+
+class Call:
+    """The parsed parts of one /v1 request that handlers need."""
+
+    def __init__(self, method, path, params, headers, body):
+        self.method = method
+        self.path = path
+        self.params = params            # name -> list of values
+        self.headers = headers          # lower-case name -> value
+        self.body = body
+
+    def param(self, name, default=None):
+        values = self.params.get(name)
+        return values[0] if values else default
+
+    def has(self, name):
+        return name in self.params
+
+    def flag(self, name, default=False):
+        """A boolean query parameter; a bare `?name` counts as true."""
+        if name not in self.params:
+            return default
+        value = self.param(name, "")
+        if value == "":
+            return True
+        try:
+            return parse_go_bool(value)
+        except ValueError:
+            return default
+
+    def namespace(self):
+        return self.param("namespace") or "default"
+
+    def stale(self):
+        if "stale" not in self.params:
+            return False
+        value = self.param("stale", "")
+        if value == "":
+            return True
+        try:
+            return parse_go_bool(value)
+        except ValueError:
+            raise HttpError(400, "Expect `true` or `false` for `stale` query string parameter, "
+                                 "got %s" % value) from None
+
+    def blocking(self):
+        """Return (min_index, wait_s) from ?index= and ?wait=; raise 400 like Nomad."""
+        wait_s = MAX_BLOCKING_WAIT_S
+        wait = self.param("wait")
+        if wait:
+            try:
+                wait_s = parse_go_duration(wait)
+            except ValueError:
+                raise HttpError(400, "Invalid wait time") from None
+            wait_s = min(max(wait_s, 0.0), MAX_BLOCKING_WAIT_S)
+            if wait_s == 0.0:
+                wait_s = MAX_BLOCKING_WAIT_S
+        min_index = 0
+        index = self.param("index")
+        if index:
+            # strconv.ParseUint: ASCII digits only, at most 2^64-1.
+            if not re.fullmatch(r"[0-9]+", index) or int(index) >= 2**64:
+                raise HttpError(400, "Invalid index")
+            min_index = int(index)
+        return min_index, wait_s
+
+    def per_page(self):
+        try:
+            return max(int(self.param("per_page", "0")), 0)
+        except ValueError:
+            # Nomad ignores a per_page it cannot parse.
+            return 0
+
+
+# ---------------------------------------------------------------------------
+# Pagination
+
+
+def compare_create_index_token(item, target):
+    """Order an item against a `<CreateIndex>.<ID>` token the way Nomad's paginator does."""
+    token = "%d.%s" % (item["CreateIndex"], item["ID"])
+    parts = target.split(".", 1)
+    if len(parts) == 2 and parts[0].isdigit():
+        target_index = int(parts[0])
+        if item["CreateIndex"] != target_index:
+            return -1 if item["CreateIndex"] < target_index else 1
+        return (item["ID"] > parts[1]) - (item["ID"] < parts[1])
+    return (token > target) - (token < target)
+
+
+def paginate(items, token_of, compare, per_page, next_token, reverse):
+    """Return (page, next_token or None) for items already sorted ascending.
+
+    The next token is the token of the first item of the next page, and a page
+    starts at the first item that is not before next_token.
+    """
+    ordered = list(reversed(items)) if reverse else list(items)
+    if next_token:
+        sign = -1 if reverse else 1
+        ordered = [item for item in ordered if sign * compare(item, next_token) >= 0]
+    if per_page and len(ordered) > per_page:
+        return ordered[:per_page], token_of(ordered[per_page])
+    return ordered, None
+
+
+def compare_plain_token(token_of):
+    def compare(item, target):
+        token = token_of(item)
+        return (token > target) - (token < target)
+    return compare
+
+
+# ---------------------------------------------------------------------------
+# The Nomad API
+
+
+class NomadApi:
+    """Routes /v1 requests to handlers. Handlers run with state.cond held."""
+
+    def __init__(self, state):
+        self.state = state
+
+    # -- shared checks ------------------------------------------------------
+
+    def check_region(self, call):
+        region = call.param("region")
+        if region and region != self.state.region:
+            raise HttpError(500, "No path to region")
+
+    def check_acl(self, call):
+        expected = self.state.acl_token
+        if expected is None:
+            return
+        token = call.headers.get("x-nomad-token", "")
+        if not token:
+            auth = call.headers.get("authorization", "")
+            parts = auth.split()
+            if len(parts) >= 2 and parts[0].lower() == "bearer":
+                token = parts[1]
+        if not token:
+            raise HttpError(403, ERR_PERMISSION_DENIED)
+        if token != expected:
+            raise HttpError(403, ERR_TOKEN_NOT_FOUND)
+
+    def require_leader(self, call, allow_stale):
+        if allow_stale and call.stale():
+            return
+        if not self.state.leader:
+            delay = self.state.no_leader_delay_s
+            if delay > 0:
+                self.state.cond.wait(delay)
+            raise HttpError(500, ERR_NO_LEADER)
+
+    def method(self, call, *allowed, code=405):
+        if call.method not in allowed:
+            raise HttpError(code, ERR_INVALID_METHOD)
+
+    def read(self, call, compute, blocking=True, query_meta=True):
+        """Run a read the way Nomad's RPC layer does: region, leader, ACL, then
+        the query, blocking while its index is not above ?index=.
+
+        query_meta adds X-Nomad-Index/Knownleader/Lastcontact; Nomad sends them
+        only from handlers that return QueryMeta (lists, single objects, the
+        scheduler configuration), not from agent, status or raft endpoints.
+        """
+        min_index, wait_s = call.blocking()
+        stale = call.stale()
+        self.check_region(call)
+        self.require_leader(call, allow_stale=True)
+        self.check_acl(call)
+        reply = compute()
+        if blocking and min_index > 0:
+            state = self.state
+            generation = state.generation
+            deadline = time.monotonic() + wait_s + random.uniform(0, wait_s / BLOCKING_JITTER_FRACTION)
+            while (reply.index or 0) <= min_index and not state.stopping \
+                    and state.generation == generation:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                state.cond.wait(remaining)
+                if not stale and not state.leader:
+                    raise HttpError(500, ERR_NO_LEADER)
+                reply = compute()
+        reply.query_meta = query_meta
+        return reply
+
+    def write(self, call, apply):
+        self.check_region(call)
+        self.require_leader(call, allow_stale=False)
+        self.check_acl(call)
+        index = apply()
+        reply = Reply(200, b"", TEXT_TYPE)
+        reply.index = index
+        return reply
+
+    # -- routing ------------------------------------------------------------
+
+    def handle(self, call):
+        parts = [p for p in call.path.split("/") if p != ""]
+        if len(parts) < 2 or parts[0] != "v1":
+            raise HttpError(404, ERR_NOT_FOUND_PAGE)
+        route = parts[1]
+        rest = parts[2:]
+        handler = {
+            "status": self.status,
+            "agent": self.agent,
+            "nodes": self.nodes_list,
+            "node": self.node,
+            "allocations": self.allocs_list,
+            "allocation": self.allocation,
+            "evaluations": self.evals_list,
+            "services": self.services_list,
+            "service": self.service,
+            "system": self.system,
+            "operator": self.operator,
+            "namespaces": self.namespaces_list,
+        }.get(route)
+        if handler is None:
+            raise HttpError(404, ERR_NOT_FOUND_PAGE)
+        return handler(call, rest)
+
+    # -- status and agent ---------------------------------------------------
+
+    def status(self, call, rest):
+        if rest == ["leader"]:
+            self.method(call, "GET")
+            self.check_region(call)
+            self.require_leader(call, allow_stale=True)
+            return Reply.json(self.state.leader)
+        if rest == ["peers"]:
+            self.method(call, "GET")
+            self.check_region(call)
+            return Reply.json([s.get("Address", "") for s in self.state.raft.get("Servers", [])])
+        raise HttpError(404, ERR_NOT_FOUND_PAGE)
+
+    def agent(self, call, rest):
+        if rest == ["health"]:
+            self.method(call, "GET")
+            return self.agent_health(call)
+        if rest == ["self"]:
+            self.method(call, "GET")
+            self.check_acl(call)
+            return Reply.json(self.state.agent_self)
+        if rest == ["members"]:
+            self.method(call, "GET")
+            self.check_acl(call)
+            return Reply.json(self.state.members)
+        raise HttpError(404, ERR_NOT_FOUND_PAGE)
+
+    def agent_health(self, call):
+        kinds = call.params.get("type") or []
+        server_ok = bool(self.state.leader)
+        health = {}
+        if not kinds or "client" in kinds:
+            # This test server plays a server-only agent that also reports a client
+            # section, as a dev agent does.
+            health["client"] = {"ok": True, "message": "ok"}
+        if not kinds or "server" in kinds:
+            health["server"] = {"ok": server_ok,
+                                "message": "ok" if server_ok else ERR_NO_LEADER}
+        if all(section["ok"] for section in health.values()):
+            return Reply.json(health)
+        # Unhealthy: status 500 with the same JSON, sent as plain text.
+        return Reply(500, json.dumps(health).encode("utf-8"), TEXT_TYPE)
+
+    # -- nodes ----------------------------------------------------------------
+
+    def nodes_list(self, call, rest):
+        if rest:
+            raise HttpError(404, ERR_NOT_FOUND_PAGE)
+        self.method(call, "GET")
+        prefix = call.param("prefix", "")
+        with_os = call.flag("os")
+        with_resources = call.flag("resources")
+
+        def compute():
+            nodes = sorted((n for n in self.state.nodes.values() if n["ID"].startswith(prefix)),
+                           key=lambda n: n["ID"])
+            token_of = lambda n: n["ID"]  # noqa: E731
+            page, token = paginate(nodes, token_of, compare_plain_token(token_of),
+                                   call.per_page(), call.param("next_token"), call.flag("reverse"))
+            reply = Reply.json([node_stub(n, with_os, with_resources) for n in page])
+            reply.index = self.state.table_index["nodes"]
+            reply.next_token = token
+            return reply
+
+        return self.read(call, compute)
+
+    def node(self, call, rest):
+        if not rest:
+            raise HttpError(404, ERR_NOT_FOUND_PAGE)
+        node_id = rest[0]
+        if rest[1:] == ["allocations"]:
+            self.method(call, "GET")
+            return self.read(call, lambda: self.node_allocations(node_id))
+        if len(rest) == 2 and rest[1] in ("drain", "eligibility", "purge", "evaluate", "gc"):
+            self.method(call, "PUT", "POST")
+            raise HttpError(404, "fake_nomad does not implement %s %s; add it to "
+                                 "tests/fake_nomad/fake_nomad.py" % (call.method, call.path))
+        self.method(call, "GET")
+        node_id = "/".join(rest)
+
+        def compute():
+            node = self.state.nodes.get(node_id)
+            if node is None:
+                reply = Reply.text(404, "node not found")
+                reply.index = self.state.table_index["nodes"]
+                return reply
+            reply = Reply.json(node)
+            reply.index = node["ModifyIndex"]
+            return reply
+
+        return self.read(call, compute)
+
+    def node_allocations(self, node_id):
+        allocs = sorted((a for a in self.state.allocs.values() if a.get("NodeID") == node_id),
+                        key=lambda a: (a["CreateIndex"], a["ID"]))
+        reply = Reply.json(allocs)
+        reply.index = max((a["ModifyIndex"] for a in allocs),
+                          default=self.state.table_index["allocs"])
+        return reply
+
+    # -- allocations ----------------------------------------------------------
+
+    def namespace_filter(self, call):
+        namespace = call.namespace()
+        if namespace == "*":
+            return lambda obj: True
+        return lambda obj: obj.get("Namespace", "default") == namespace
+
+    def ordered_by_create_index(self, call, objects):
+        """Sort and paginate allocs or evals: by CreateIndex, or by ID when ?prefix= is set."""
+        prefix = call.param("prefix", "")
+        if prefix:
+            chosen = sorted((o for o in objects if o["ID"].startswith(prefix)),
+                            key=lambda o: o["ID"])
+            token_of = lambda o: o["ID"]  # noqa: E731
+            compare = compare_plain_token(token_of)
+        else:
+            chosen = sorted(objects, key=lambda o: (o["CreateIndex"], o["ID"]))
+            token_of = lambda o: "%d.%s" % (o["CreateIndex"], o["ID"])  # noqa: E731
+            compare = compare_create_index_token
+        return paginate(chosen, token_of, compare, call.per_page(), call.param("next_token"),
+                        call.flag("reverse"))
+
+    def allocs_list(self, call, rest):
+        if rest:
+            raise HttpError(404, ERR_NOT_FOUND_PAGE)
+        self.method(call, "GET")
+        in_namespace = self.namespace_filter(call)
+        with_task_states = call.flag("task_states", default=True)
+        with_resources = call.flag("resources")
+
+        def compute():
+            objects = [a for a in self.state.allocs.values() if in_namespace(a)]
+            page, token = self.ordered_by_create_index(call, objects)
+            reply = Reply.json([alloc_stub(a, with_task_states, with_resources) for a in page])
+            reply.index = self.state.table_index["allocs"]
+            reply.next_token = token
+            return reply
+
+        return self.read(call, compute)
+
+    def allocation(self, call, rest):
+        if not rest:
+            raise HttpError(404, ERR_NOT_FOUND_PAGE)
+        alloc_id = rest[0]
+        if len(rest) > 2:
+            raise HttpError(404, "Invalid URI")
+        if len(rest) == 2:
+            if rest[1] == "services":
+                self.method(call, "GET")
+                return self.read(call, lambda: self.alloc_services(alloc_id))
+            if rest[1] == "stop":
+                self.method(call, "PUT", "POST")
+                raise HttpError(404, "fake_nomad does not implement %s %s; add it to "
+                                     "tests/fake_nomad/fake_nomad.py" % (call.method, call.path))
+            raise HttpError(404, "Invalid URI")
+        self.method(call, "GET")
+
+        def compute():
+            # Nomad looks the alloc up by ID only; ?namespace= does not narrow it.
+            alloc = self.state.allocs.get(alloc_id)
+            if alloc is None:
+                reply = Reply.text(404, "alloc not found")
+                reply.index = self.state.table_index["allocs"]
+                return reply
+            reply = Reply.json(alloc)
+            reply.index = alloc["ModifyIndex"]
+            return reply
+
+        return self.read(call, compute)
+
+    def alloc_services(self, alloc_id):
+        regs = sorted((r for r in self.state.services.values() if r.get("AllocID") == alloc_id),
+                      key=lambda r: (r["Namespace"], r["ID"]))
+        reply = Reply.json(regs)
+        reply.index = self.state.table_index["services"]
+        return reply
+
+    # -- evaluations ----------------------------------------------------------
+
+    def evals_list(self, call, rest):
+        if rest:
+            raise HttpError(404, ERR_NOT_FOUND_PAGE)
+        self.method(call, "GET")
+        if call.param("filter") and (call.param("status") or call.param("job")):
+            raise HttpError(400, "Filter expression cannot be used with other filter parameters")
+        in_namespace = self.namespace_filter(call)
+        status = call.param("status")
+        job = call.param("job")
+
+        def compute():
+            objects = [e for e in self.state.evals.values()
+                       if in_namespace(e)
+                       and (not status or e.get("Status") == status)
+                       and (not job or e.get("JobID") == job)]
+            page, token = self.ordered_by_create_index(call, objects)
+            reply = Reply.json(page)
+            reply.index = self.state.table_index["evals"]
+            reply.next_token = token
+            return reply
+
+        return self.read(call, compute)
+
+    # -- native services --------------------------------------------------------
+
+    def services_list(self, call, rest):
+        if rest:
+            raise HttpError(404, ERR_NOT_FOUND_PAGE)
+        self.method(call, "GET")
+        in_namespace = self.namespace_filter(call)
+
+        def compute():
+            grouped = {}
+            for reg in sorted(self.state.services.values(),
+                              key=lambda r: (r["Namespace"], r["ServiceName"], r["ID"])):
+                if not in_namespace(reg):
+                    continue
+                services = grouped.setdefault(reg["Namespace"], {})
+                tags = services.setdefault(reg["ServiceName"], [])
+                for tag in reg.get("Tags") or []:
+                    if tag not in tags:
+                        tags.append(tag)
+            body = [{"Namespace": namespace,
+                     "Services": [{"ServiceName": name, "Tags": tags}
+                                  for name, tags in services.items()]}
+                    for namespace, services in grouped.items()]
+            reply = Reply.json(body)
+            reply.index = self.state.table_index["services"]
+            return reply
+
+        return self.read(call, compute)
+
+    def service(self, call, rest):
+        if len(rest) == 1:
+            self.method(call, "GET")
+            return self.service_read(call, rest[0])
+        if len(rest) == 2:
+            self.method(call, "DELETE")
+            namespace = call.namespace()
+            reg_id = rest[1]
+            # The name segment is not used: Nomad deletes by (namespace, ID).
+            return self.write(call, lambda: self.state.delete_registration(namespace, reg_id))
+        raise HttpError(404, ERR_NOT_FOUND_PAGE)
+
+    def service_read(self, call, name):
+        in_namespace = self.namespace_filter(call)
+
+        def compute():
+            regs = sorted((r for r in self.state.services.values()
+                           if r["ServiceName"] == name and in_namespace(r)),
+                          key=lambda r: "%s.%s" % (r["Namespace"], r["ID"]))
+            token_of = lambda r: "%s.%s" % (r["Namespace"], r["ID"])  # noqa: E731
+            page, token = paginate(regs, token_of, compare_plain_token(token_of),
+                                   call.per_page(), call.param("next_token"), call.flag("reverse"))
+            reply = Reply.json(page)
+            reply.index = self.state.table_index["services"]
+            reply.next_token = token
+            return reply
+
+        return self.read(call, compute)
+
+    # -- system ------------------------------------------------------------------
+
+    def system(self, call, rest):
+        if rest == ["gc"]:
+            self.method(call, "PUT")
+            return self.write(call, self.state.force_gc)
+        if rest == ["reconcile", "summaries"]:
+            self.method(call, "PUT")
+            return self.write(call, self.state.bump)
+        raise HttpError(404, ERR_NOT_FOUND_PAGE)
+
+    # -- operator ----------------------------------------------------------------
+
+    def operator(self, call, rest):
+        if rest == ["raft", "configuration"]:
+            self.method(call, "GET")
+            return self.read(call, lambda: Reply.json(self.state.raft), blocking=False,
+                             query_meta=False)
+        if rest == ["autopilot", "health"]:
+            # Nomad answers a non-GET here with 404, not 405.
+            self.method(call, "GET", code=404)
+            return self.read(call, self.autopilot_health, blocking=False, query_meta=False)
+        if rest == ["scheduler", "configuration"]:
+            self.method(call, "GET")
+            return self.read(call, self.scheduler_config, blocking=False)
+        raise HttpError(404, ERR_NOT_FOUND_PAGE)
+
+    def autopilot_health(self):
+        health = self.state.autopilot
+        return Reply.json(health, status=200 if health.get("Healthy") else 429)
+
+    def scheduler_config(self):
+        config = self.state.scheduler
+        reply = Reply.json({
+            "Index": config.get("ModifyIndex", 0),
+            "KnownLeader": bool(self.state.leader) and self.state.known_leader,
+            "LastContact": self.state.last_contact_ms,
+            "NextToken": "",
+            "SchedulerConfig": config,
+        })
+        reply.index = config.get("ModifyIndex", 0)
+        return reply
+
+    def namespaces_list(self, call, rest):
+        if rest:
+            raise HttpError(404, ERR_NOT_FOUND_PAGE)
+        self.method(call, "GET")
+
+        def compute():
+            body = [{"Name": name, "Description": "", "Quota": "", "Capabilities": None,
+                     "NodePoolConfiguration": None, "Meta": None,
+                     "CreateIndex": 1, "ModifyIndex": 1}
+                    for name in sorted(self.state.namespaces)]
+            reply = Reply.json(body)
+            reply.index = 1
+            return reply
+
+        return self.read(call, compute)
+
+
+# ---------------------------------------------------------------------------
+# HTTP plumbing
+
+
+class FakeNomadServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, verbose=False):
+        super().__init__(address, Handler)
+        self.state = ClusterState()
+        self.api = NomadApi(self.state)
+        self.faults = FaultBook()
+        self.requests = RequestLog()
+        self.verbose = verbose
+
+    def stop_blocking_queries(self):
+        with self.state.cond:
+            self.state.stopping = True
+            self.state.cond.notify_all()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "fake_nomad"
+
+    def log_message(self, fmt, *args):
+        # The request line carries no secrets (tokens travel in headers).
+        if self.server.verbose:
+            sys.stderr.write("fake_nomad: %s %s\n" % (self.address_string(), fmt % args))
+
+    def do_GET(self):
+        self.dispatch()
+
+    do_PUT = do_POST = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
+
+    # -- reading -------------------------------------------------------------
+
+    def read_body(self):
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks = []
+            while True:
+                size_line = self.rfile.readline(65537)
+                size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(65537)
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def dispatch(self):
+        try:
+            body = self.read_body()
+        except (ValueError, OSError):
+            self.close_connection = True
+            return
+        split = urllib.parse.urlsplit(self.path)
+        path = urllib.parse.unquote(split.path)
+        params = urllib.parse.parse_qs(split.query, keep_blank_values=True)
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        if path.startswith("/_test/"):
+            reply = self.control(path, body)
+            self.send(reply, compress=False)
+            return
+
+        self.server.requests.add({
+            "method": self.command,
+            "path": path,
+            "raw_path": split.path,
+            "query": split.query,
+            "params": {name: values[0] if len(values) == 1 else values
+                       for name, values in params.items()},
+            "headers": headers,
+            "body": body.decode("utf-8", "replace"),
+            "time": time.time(),
+        })
+        fault = self.server.faults.take(self.command, path)
+        if fault and fault.get("delay_ms"):
+            time.sleep(fault["delay_ms"] / 1000.0)
+        if fault and fault.get("drop"):
+            self.drop_connection()
+            return
+        if fault and fault.get("status") is not None:
+            reply = Reply.text(fault["status"], fault.get("body", ""))
+        else:
+            reply = self.call_api(Call(self.command, path, params, headers, body))
+        if fault:
+            if fault.get("known_leader") is False:
+                reply.query_meta = True
+                reply.headers.append((HEADER_KNOWN_LEADER, "false"))
+            for name, value in (fault.get("headers") or {}).items():
+                reply.headers.append((name, str(value)))
+        compress = "gzip" in (headers.get("accept-encoding") or "").lower()
+        self.send(reply, compress=compress, truncate=bool(fault and fault.get("truncate")))
+
+    def call_api(self, call):
+        state = self.server.state
+        try:
+            with state.cond:
+                reply = self.server.api.handle(call)
+                if reply.query_meta:
+                    self.add_query_meta(reply, state)
+                elif reply.index is not None:
+                    reply.headers.append((HEADER_INDEX, str(reply.index)))
+                return reply
+        except HttpError as err:
+            return Reply.text(err.status, err.text)
+        except Exception:  # a bug in this server: answer 500 and keep serving
+            sys.stderr.write("fake_nomad: internal error on %s %s\n%s"
+                             % (call.method, call.path, traceback.format_exc()))
+            return Reply.text(500, "fake_nomad internal error; see its stderr")
+
+    @staticmethod
+    def add_query_meta(reply, state):
+        known = bool(state.leader) and state.known_leader
+        index = reply.index if reply.index is not None else state.index
+        # Nomad never reports an index below 1, so clients always make progress.
+        reply.headers.append((HEADER_INDEX, str(max(index, 1))))
+        reply.headers.append((HEADER_KNOWN_LEADER, "true" if known else "false"))
+        reply.headers.append((HEADER_LAST_CONTACT, str(state.last_contact_ms)))
+        if reply.next_token:
+            reply.headers.append((HEADER_NEXT_TOKEN, reply.next_token))
+
+    # -- control API -----------------------------------------------------------
+
+    def control(self, path, body):
+        server = self.server
+        method = self.command
+        try:
+            if path == "/_test/scenario" and method in ("PUT", "POST"):
+                server.state.load(self.parse_json(body))
+                return Reply.json({"index": server.state.index})
+            if path == "/_test/state" and method == "GET":
+                return Reply.json(server.state.to_json())
+            if path == "/_test/requests" and method == "GET":
+                return Reply.json(server.requests.snapshot())
+            if path == "/_test/requests" and method == "DELETE":
+                server.requests.clear()
+                return Reply.json({})
+            if path == "/_test/faults" and method in ("PUT", "POST"):
+                server.faults.replace(self.parse_json(body))
+                return Reply.json({})
+            if path == "/_test/faults" and method == "GET":
+                return Reply.json(server.faults.snapshot())
+            if path == "/_test/faults" and method == "DELETE":
+                server.faults.clear()
+                return Reply.json({})
+            if path == "/_test/mutate" and method in ("PUT", "POST"):
+                index = server.state.apply_mutations(self.parse_json(body))
+                return Reply.json({"index": index})
+        except ScenarioError as err:
+            return Reply.text(400, "%s\n" % err)
+        return Reply.text(404, "unknown control request %s %s; see tests/fake_nomad/README.md\n"
+                          % (method, path))
+
+    @staticmethod
+    def parse_json(body):
+        try:
+            return json.loads(body.decode("utf-8") or "null")
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ScenarioError("request body is not valid JSON: %s" % err) from None
+
+    # -- writing ---------------------------------------------------------------
+
+    def send(self, reply, compress, truncate=False):
+        body = reply.body
+        headers = [("Content-Type", reply.content_type), ("Vary", "Accept-Encoding")]
+        if compress:
+            body = gzip.compress(body)
+            headers.append(("Content-Encoding", "gzip"))
+        headers.extend(reply.headers)
+        try:
+            self.send_response_only(reply.status)
+            self.send_header("Date", self.date_time_string())
+            for name, value in self.merge_headers(headers):
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            if truncate:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body[:len(body) // 2] if truncate else body)
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True
+            return
+        self.log_request(reply.status, len(body))
+        if truncate:
+            self.drop_connection()
+
+    @staticmethod
+    def merge_headers(headers):
+        """Keep the last value for each header name (fault headers override)."""
+        merged = {}
+        for name, value in headers:
+            merged[name.lower()] = (name, value)
+        return list(merged.values())
+
+    def drop_connection(self):
+        self.close_connection = True
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------------------
+# Command line
+
+
+def load_scenario_argument(args):
+    if args.scenario:
+        with open(args.scenario, encoding="utf-8") as handle:
+            return json.load(handle)
+    if args.scenario_name:
+        sys.path.insert(0, HERE)
+        import scenarios  # noqa: E402  (sits next to this file)
+        builder = scenarios.SCENARIOS.get(args.scenario_name)
+        if builder is None:
+            raise ScenarioError("unknown scenario name %r; known: %s"
+                                % (args.scenario_name, ", ".join(sorted(scenarios.SCENARIOS))))
+        return builder()
+    return {}
+
+
+def write_port_file(path, port):
+    temporary = path + ".tmp"
+    with open(temporary, "w", encoding="ascii") as handle:
+        handle.write("%d\n" % port)
+    os.replace(temporary, path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Test Nomad HTTP API server (loopback only).")
+    parser.add_argument("--port-file", required=True,
+                        help="file that receives the listening port once the server is ready")
+    parser.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one")
+    parser.add_argument("--bind", default="127.0.0.1",
+                        help="listen address; only IPv4 loopback (127.0.0.0/8) is accepted")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--scenario", help="scenario JSON file to load at start")
+    group.add_argument("--scenario-name", help="built-in scenario from scenarios.py")
+    parser.add_argument("--verbose", action="store_true", help="log each request to stderr")
+    args = parser.parse_args(argv)
+
+    try:
+        bind = ipaddress.ip_address(args.bind)
+    except ValueError:
+        bind = None
+    if bind is None or bind.version != 4 or not bind.is_loopback:
+        sys.stderr.write("fake_nomad: invalid --bind %r: only an IPv4 loopback address "
+                         "such as 127.0.0.1 is allowed\n" % args.bind)
+        return 2
+
+    try:
+        scenario = load_scenario_argument(args)
+    except (OSError, json.JSONDecodeError, ScenarioError) as err:
+        sys.stderr.write("fake_nomad: cannot load scenario: %s\n" % err)
+        return 2
+
+    server = FakeNomadServer((str(bind), args.port), verbose=args.verbose)
+    try:
+        server.state.load(scenario)
+    except ScenarioError as err:
+        sys.stderr.write("fake_nomad: invalid scenario: %s\n" % err)
+        server.server_close()
+        return 2
+
+    stop = threading.Event()
+
+    def request_stop(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                               name="fake-nomad-serve", daemon=True)
+    serving.start()
+    port = server.server_address[1]
+    write_port_file(args.port_file, port)
+    sys.stderr.write("fake_nomad: listening on http://%s:%d (pid %d)\n" % (bind, port, os.getpid()))
+
+    while not stop.wait(0.2):
+        pass
+    server.stop_blocking_queries()
+    server.shutdown()
+    server.server_close()
+    try:
+        os.unlink(args.port_file)
+    except OSError:
+        pass
+    sys.stderr.write("fake_nomad: stopped\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""Scenario builders for fake_nomad.py.
+
+Each builder returns a scenario dict that PUT /_test/scenario (or
+`fake_nomad.py --scenario-name NAME`) accepts. IDs are fixed UUIDs derived
+from labels, so every run sees the same cluster.
+
+Besides the Nomad objects, a scenario carries an "_expect" entry that the
+server ignores. It records what each object was built to be, so tests can
+assert exact sets instead of re-deriving them with the rule under test:
+
+    _expect["orphans"]          [[namespace, registration ID], ...] safe to delete
+    _expect["orphan_kind"]      {registration ID: "complete"|"failed"|"lost"|"absent"}
+    _expect["keep"]             registrations that must never be deleted (alloc
+                                pending, unknown, or running with DesiredStatus stop)
+    _expect["live"]             registrations of running allocs
+    _expect["terminal_allocs"]  IDs of allocs with ClientStatus complete/failed/lost
+    _expect["terminal_evals"]   IDs of evals with Status complete/failed/canceled
+    _expect["down_nodes"]       IDs of nodes with Status down
+    _expect["gc_removed_nodes"] down nodes that `nomad system gc` removes
+
+Times are negative where they mean "that long before the scenario is loaded"
+(fake_nomad resolves them): StatusUpdatedAt in seconds, CreateTime and
+ModifyTime in nanoseconds.
+"""
+
+import hashlib
+
+NS_PER_S = 1_000_000_000
+
+TERMINAL_ALLOC_STATUSES = ("complete", "failed", "lost")
+TERMINAL_EVAL_STATUSES = ("complete", "failed", "canceled")
+
+
+def stable_uuid(label):
+    """Return a Nomad-shaped UUID (8-4-4-4-12 hex) derived from label."""
+    digest = hashlib.sha256(label.encode("utf-8")).hexdigest()
+    return "-".join((digest[0:8], digest[8:12], digest[12:16], digest[16:20], digest[20:32]))
+
+
+def registration_id(alloc_id, task, service_name, port_label):
+    """Return a native service registration ID in Nomad's form."""
+    return "_nomad-task-%s-%s-%s-%s" % (alloc_id, task, service_name, port_label)
+
+
+class ScenarioBuilder:
+    """Collects nodes, allocs, evals and registrations plus the _expect record."""
+
+    def __init__(self, label, namespaces=("default",)):
+        self.label = label
+        self.namespaces = list(namespaces)
+        self.nodes = []
+        self.allocs = []
+        self.evals = []
+        self.services = []
+        self.expect = {
+            "orphans": [],
+            "orphan_kind": {},
+            "keep": [],
+            "live": [],
+            "terminal_allocs": [],
+            "terminal_evals": [],
+            "down_nodes": [],
+            "gc_removed_nodes": [],
+        }
+
+    def uuid(self, *parts):
+        return stable_uuid("/".join((self.label,) + tuple(str(p) for p in parts)))
+
+    def node(self, name, status="ready", down_for_s=None):
+        node = {"ID": self.uuid("node", name), "Name": name, "Status": status}
+        if down_for_s is not None:
+            node["StatusUpdatedAt"] = -int(down_for_s)
+        if status == "down":
+            self.expect["down_nodes"].append(node["ID"])
+        self.nodes.append(node)
+        return node
+
+    def alloc(self, namespace, job_id, node, client_status, desired_status="run",
+              label=None, job_type="service", finished_ago_s=600):
+        alloc_id = self.uuid("alloc", namespace, job_id, label or len(self.allocs))
+        alloc = {
+            "ID": alloc_id,
+            "Namespace": namespace,
+            "NodeID": node["ID"],
+            "JobID": job_id,
+            "JobType": job_type,
+            "TaskGroup": job_id,
+            "ClientStatus": client_status,
+            "DesiredStatus": desired_status,
+            "CreateTime": -3 * 3600 * NS_PER_S,
+        }
+        if client_status in TERMINAL_ALLOC_STATUSES:
+            alloc["ModifyTime"] = -int(finished_ago_s) * NS_PER_S
+            self.expect["terminal_allocs"].append(alloc_id)
+        self.allocs.append(alloc)
+        return alloc
+
+    def register(self, namespace, alloc_id, node, task, service_name, port_label, role,
+                 tags=(), kind=None):
+        """Add a registration; role is "live", "keep" or "orphan" (kind says why)."""
+        reg = {
+            "ID": registration_id(alloc_id, task, service_name, port_label),
+            "ServiceName": service_name,
+            "Namespace": namespace,
+            "AllocID": alloc_id,
+            "NodeID": node["ID"],
+            "Tags": list(tags),
+        }
+        self.services.append(reg)
+        key = [namespace, reg["ID"]]
+        if role == "orphan":
+            self.expect["orphans"].append(key)
+            self.expect["orphan_kind"][reg["ID"]] = kind
+        elif role == "keep":
+            self.expect["keep"].append(key)
+        else:
+            self.expect["live"].append(key)
+        return reg
+
+    def evaluation(self, namespace, job_id, status, label):
+        evaluation = {
+            "ID": self.uuid("eval", namespace, job_id, label),
+            "Namespace": namespace,
+            "JobID": job_id,
+            "Status": status,
+            "TriggeredBy": "job-register" if status != "canceled" else "alloc-failure",
+            "CreateTime": -2 * 3600 * NS_PER_S,
+            "ModifyTime": -2 * 3600 * NS_PER_S + NS_PER_S,
+        }
+        if status in TERMINAL_EVAL_STATUSES:
+            self.expect["terminal_evals"].append(evaluation["ID"])
+        self.evals.append(evaluation)
+        return evaluation
+
+    def finish_gc_expectation(self):
+        """Record which down nodes a forced GC removes: those whose allocs are all terminal."""
+        for node_id in self.expect["down_nodes"]:
+            live = [a for a in self.allocs
+                    if a["NodeID"] == node_id and a["ClientStatus"] not in TERMINAL_ALLOC_STATUSES]
+            if not live:
+                self.expect["gc_removed_nodes"].append(node_id)
+
+    def build(self, **settings):
+        self.finish_gc_expectation()
+        scenario = {
+            "region": "global",
+            "namespaces": list(self.namespaces),
+            "nodes": self.nodes,
+            "allocations": self.allocs,
+            "evaluations": self.evals,
+            "services": self.services,
+            "_expect": self.expect,
+        }
+        scenario.update(settings)
+        return scenario
+
+
+# Services the builders place: (job, task, service name, port label, tags).
+# Names contain '-' on purpose, as real ones do, to exercise ID parsing.
+WEB = ("web", "frontend", "web-http", "http", ("public", "v2"))
+BILLING = ("billing", "api", "billing-api", "grpc", ("internal",))
+CACHE = ("cache", "redis", "cache-redis", "db", ("cache", "db"))
+REPORTS = ("reports", "worker", "reports-worker", "metrics", ())
+
+
+def add_service_alloc(builder, namespace, spec, node, client_status, role,
+                      desired_status="run", kind=None, label=None):
+    job_id, task, service_name, port_label, tags = spec
+    alloc = builder.alloc(namespace, job_id, node, client_status, desired_status,
+                          label=label or "%s-%s" % (client_status, desired_status))
+    builder.register(namespace, alloc["ID"], node, task, service_name, port_label, role,
+                     tags=tags, kind=kind)
+    return alloc
+
+
+def two_namespaces(down_node=False, disconnected_node=True, live_per_namespace=2,
+                   terminal_evals_per_namespace=3, acl_token=None):
+    """Two namespaces ("default", "prod") with live, orphaned and protected registrations.
+
+    Per namespace: live_per_namespace running allocs with registrations; four
+    orphans (alloc complete, failed, lost, and absent from the alloc table);
+    protected registrations (alloc pending, alloc running with DesiredStatus
+    stop, and, with disconnected_node, alloc unknown on a disconnected node);
+    one complete batch alloc without registrations; terminal evals plus one
+    blocked and one pending eval. Four ready nodes; down_node adds a node that
+    has been down for two hours and carries the lost allocs.
+    """
+    builder = ScenarioBuilder("two_namespaces", namespaces=("default", "prod"))
+    ready = [builder.node("client-%d" % (i + 1)) for i in range(4)]
+    disconnected = builder.node("client-5", status="disconnected") if disconnected_node else None
+    down = builder.node("client-6", status="down", down_for_s=7200) if down_node else None
+
+    for namespace in builder.namespaces:
+        for i in range(live_per_namespace):
+            spec = WEB if i % 2 == 0 else BILLING
+            add_service_alloc(builder, namespace, spec, ready[i % 4], "running", "live",
+                              label="live-%d" % i)
+
+    for namespace in builder.namespaces:
+        add_service_alloc(builder, namespace, REPORTS, ready[0], "complete", "orphan",
+                          desired_status="stop", kind="complete")
+        add_service_alloc(builder, namespace, BILLING, ready[1], "failed", "orphan",
+                          kind="failed")
+        add_service_alloc(builder, namespace, WEB, down or ready[2], "lost", "orphan",
+                          desired_status="stop", kind="lost")
+        # An alloc that was garbage-collected while its registration leaked.
+        gone_id = builder.uuid("alloc", namespace, "cache", "garbage-collected")
+        builder.register(namespace, gone_id, ready[3], CACHE[1], CACHE[2], CACHE[3], "orphan",
+                         tags=CACHE[4], kind="absent")
+
+    for namespace in builder.namespaces:
+        add_service_alloc(builder, namespace, CACHE, ready[3], "pending", "keep")
+        add_service_alloc(builder, namespace, WEB, ready[0], "running", "keep",
+                          desired_status="stop")
+        if disconnected is not None:
+            add_service_alloc(builder, namespace, BILLING, disconnected, "unknown", "keep")
+        builder.alloc(namespace, "nightly-export", ready[1], "complete", label="batch",
+                      job_type="batch", finished_ago_s=5400)
+
+    for namespace in builder.namespaces:
+        for i in range(terminal_evals_per_namespace):
+            status = TERMINAL_EVAL_STATUSES[i % len(TERMINAL_EVAL_STATUSES)]
+            builder.evaluation(namespace, "web", status, "terminal-%d" % i)
+        builder.evaluation(namespace, "billing", "blocked", "blocked")
+        builder.evaluation(namespace, "cache", "pending", "pending")
+
+    settings = {}
+    if acl_token is not None:
+        settings["acl_token"] = acl_token
+    return builder.build(**settings)
+
+
+def gc_pileup(terminal_allocs=50, terminal_evals=100, down_node=False):
+    """A healthy cluster plus a pile of terminal allocs and evals waiting for GC.
+
+    Terminal allocs alternate complete and failed (batch job, no registrations).
+    With down_node, a node down for two hours holds the first two terminal
+    allocs as lost, so a forced GC removes it too.
+    """
+    builder = ScenarioBuilder("gc_pileup")
+    ready = [builder.node("client-%d" % (i + 1)) for i in range(4)]
+    down = builder.node("client-5", status="down", down_for_s=7200) if down_node else None
+
+    for i, spec in enumerate((WEB, BILLING, CACHE)):
+        add_service_alloc(builder, "default", spec, ready[i], "running", "live")
+
+    for i in range(terminal_allocs):
+        if down is not None and i < 2:
+            builder.alloc("default", "nightly-export", down, "lost", desired_status="stop",
+                          label="lost-%d" % i, job_type="batch")
+            continue
+        status = "complete" if i % 2 == 0 else "failed"
+        builder.alloc("default", "nightly-export", ready[i % 4], status,
+                      label="terminal-%d" % i, job_type="batch",
+                      finished_ago_s=3600 + i)
+
+    for i in range(terminal_evals):
+        status = TERMINAL_EVAL_STATUSES[i % len(TERMINAL_EVAL_STATUSES)]
+        builder.evaluation("default", "nightly-export", status, "terminal-%d" % i)
+    return builder.build()
+
+
+def healthy():
+    """Four ready nodes, three running service allocs with registrations, two complete evals."""
+    builder = ScenarioBuilder("healthy")
+    ready = [builder.node("client-%d" % (i + 1)) for i in range(4)]
+    for i, spec in enumerate((WEB, BILLING, CACHE)):
+        add_service_alloc(builder, "default", spec, ready[i], "running", "live")
+    builder.evaluation("default", "web", "complete", "register")
+    builder.evaluation("default", "billing", "complete", "register")
+    return builder.build()
+
+
+# --- reading a scenario's expectations ------------------------------------
+
+
+def expected(scenario):
+    """Return the scenario's _expect record."""
+    return scenario["_expect"]
+
+
+def orphan_ids(scenario):
+    """Return {(namespace, registration ID)} that are safe to delete."""
+    return {tuple(key) for key in scenario["_expect"]["orphans"]}
+
+
+def protected_ids(scenario):
+    """Return {(namespace, registration ID)} that must never be deleted (live and keep)."""
+    record = scenario["_expect"]
+    return {tuple(key) for key in record["live"] + record["keep"]}
+
+
+def registration(scenario, namespace, reg_id):
+    """Return the scenario's registration dict for (namespace, reg_id)."""
+    for reg in scenario["services"]:
+        if reg["Namespace"] == namespace and reg["ID"] == reg_id:
+            return reg
+    raise KeyError("no registration %s in namespace %s" % (reg_id, namespace))
+
+
+# Names accepted by `fake_nomad.py --scenario-name`.
+SCENARIOS = {
+    "empty": lambda: {},
+    "healthy": healthy,
+    "two_namespaces": two_namespaces,
+    "two_namespaces_down_node": lambda: two_namespaces(down_node=True),
+    "gc_pileup": gc_pileup,
+    "gc_pileup_down_node": lambda: gc_pileup(down_node=True),
+}
