@@ -242,8 +242,13 @@ static void find_last_interval(const char *root, char *out, size_t outsz)
                 continue;
             child = join_path(interval_dir, de->d_name);
             if (child != NULL && is_dir(child)) {
-                best = number;
-                snprintf(out, outsz, "%s", de->d_name);
+                size_t len = strlen(de->d_name);
+
+                /* all_digits() capped the length; the check keeps the compiler's range analysis happy. */
+                if (len < outsz) {
+                    best = number;
+                    memcpy(out, de->d_name, len + 1);
+                }
             }
             free(child);
         }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Test Nomad HTTP API server for nomad-medic's integration tests.
 
-It answers the read and write endpoints nomad-medic uses with the wire
+It serves the read and write endpoints nomad-medic uses with the wire
 behaviour of a Nomad 1.x/2.x server: PascalCase JSON bodies, plain-text
 errors, Go-canonical X-Nomad-* headers, blocking queries, pagination,
 namespaces, ACL tokens and gzip. State comes from a scenario (JSON) and can be
@@ -35,8 +35,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# Nomad caps a blocking query at 300 s and uses 300 s when no wait is given
-# (MaxBlockingRPCQueryTime in nomad/structs), then adds up to wait/16 of jitter.
+# Nomad servers cap a blocking query's wait at 300 s, use 300 s when no wait is
+# given, and add random jitter of up to wait/16.
 MAX_BLOCKING_WAIT_S = 300.0
 BLOCKING_JITTER_FRACTION = 16
 
@@ -150,7 +150,7 @@ def relative_time(value, now):
     """Resolve a scenario time given in the unit of now.
 
     A negative value means that long before now, so a static scenario file can
-    say "went down two hours ago" (StatusUpdatedAt: -7200).
+    express "went down two hours ago" (StatusUpdatedAt: -7200).
     """
     if value is None:
         return None
@@ -177,7 +177,7 @@ def split_registration_id(reg_id, service_name):
 
 
 class HttpError(Exception):
-    """An error answered as Nomad does: plain text with a status code."""
+    """An error that Nomad sends as plain text with a status code."""
 
     def __init__(self, status, text):
         super().__init__(text)
@@ -228,6 +228,7 @@ def fill_node(raw, position, load_ns):
     address = "10.0.%d.%d" % (1 + position // 250, 10 + position % 250)
     load_s = load_ns // 1_000_000_000
     stamp = rfc3339(load_ns - 86_400 * 1_000_000_000)
+
     events = [{
         "CreateIndex": 0,
         "Details": None,
@@ -243,6 +244,7 @@ def fill_node(raw, position, load_ns):
             "Subsystem": "Cluster",
             "Timestamp": rfc3339(load_ns),
         })
+
     node = {
         "ID": node_id,
         "Name": name,
@@ -308,6 +310,7 @@ def fill_node(raw, position, load_ns):
         "LastAllocUpdateIndex": 0,
         "SecretID": "",
     }
+
     node.update(copy.deepcopy(raw))
     node["Drain"] = node.get("DrainStrategy") is not None
     node["StatusUpdatedAt"] = relative_time(node.get("StatusUpdatedAt"), load_s)
@@ -984,7 +987,7 @@ class ClusterState:
                 "scheduler": self.scheduler,
             }
 
-    # -- writes (caller holds self.cond) -----------------------------------
+    # -- writes (the caller must own self.cond) -------------------------------
 
     def bump(self, *tables):
         """Advance the Raft index for one write and mark tables as changed by it."""
@@ -1165,7 +1168,8 @@ class ClusterState:
         elif kind == "set_autopilot_healthy":
             self.autopilot["Healthy"] = bool(op["value"])
         else:
-            raise ScenarioError("unknown op %r" % kind)
+            raise ScenarioError("unknown op %r; tests/fake_nomad/README.md lists the operations"
+                                % kind)
 
 
 # ---------------------------------------------------------------------------
@@ -1258,7 +1262,7 @@ class RequestLog:
 
 
 class Reply:
-    """One HTTP answer before faults and compression are applied."""
+    """One HTTP response before faults and compression are applied."""
 
     def __init__(self, status=200, body=b"", content_type=JSON_TYPE):
         self.status = status
@@ -1780,7 +1784,7 @@ class NomadApi:
             return self.read(call, lambda: Reply.json(self.state.raft), blocking=False,
                              query_meta=False)
         if rest == ["autopilot", "health"]:
-            # Nomad answers a non-GET here with 404, not 405.
+            # Nomad returns 404, not 405, for a non-GET here.
             self.method(call, "GET", code=404)
             return self.read(call, self.autopilot_health, blocking=False, query_meta=False)
         if rest == ["scheduler", "configuration"]:
@@ -1932,7 +1936,7 @@ class Handler(BaseHTTPRequestHandler):
                 return reply
         except HttpError as err:
             return Reply.text(err.status, err.text)
-        except Exception:  # a bug in this server: answer 500 and keep serving
+        except Exception:  # a bug in this server: return 500 and keep serving
             sys.stderr.write("fake_nomad: internal error on %s %s\n%s"
                              % (call.method, call.path, traceback.format_exc()))
             return Reply.text(500, "fake_nomad internal error; see its stderr")
@@ -1976,6 +1980,7 @@ class Handler(BaseHTTPRequestHandler):
                 index = server.state.apply_mutations(self.parse_json(body))
                 return Reply.json({"index": index})
         except ScenarioError as err:
+            sys.stderr.write("fake_nomad: rejected %s %s: %s\n" % (method, path, err))
             return Reply.text(400, "%s\n" % err)
         return Reply.text(404, "unknown control request %s %s; see tests/fake_nomad/README.md\n"
                           % (method, path))

@@ -2,7 +2,7 @@
 
 Each builder returns a scenario dict that PUT /_test/scenario (or
 `fake_nomad.py --scenario-name NAME`) accepts. IDs are fixed UUIDs derived
-from labels, so every run sees the same cluster.
+from labels, so every run builds the same cluster.
 
 Besides the Nomad objects, a scenario carries an "_expect" entry that the
 server ignores. It records what each object was built to be, so tests can
@@ -97,7 +97,7 @@ class ScenarioBuilder:
 
     def register(self, namespace, alloc_id, node, task, service_name, port_label, role,
                  tags=(), kind=None):
-        """Add a registration; role is "live", "keep" or "orphan" (kind says why)."""
+        """Add a registration whose role is "live", "keep" or "orphan" (kind names the orphan case)."""
         reg = {
             "ID": registration_id(alloc_id, task, service_name, port_label),
             "ServiceName": service_name,
@@ -177,13 +177,14 @@ def two_namespaces(down_node=False, disconnected_node=True, live_per_namespace=2
                    terminal_evals_per_namespace=3, acl_token=None):
     """Two namespaces ("default", "prod") with live, orphaned and protected registrations.
 
-    Per namespace: live_per_namespace running allocs with registrations; four
-    orphans (alloc complete, failed, lost, and absent from the alloc table);
-    protected registrations (alloc pending, alloc running with DesiredStatus
-    stop, and, with disconnected_node, alloc unknown on a disconnected node);
-    one complete batch alloc without registrations; terminal evals plus one
-    blocked and one pending eval. Four ready nodes; down_node adds a node that
-    has been down for two hours and carries the lost allocs.
+    Each namespace gets live_per_namespace running allocs with registrations
+    and four orphans: alloc complete, failed, lost, and absent from the alloc
+    table. It also gets protected registrations whose alloc is pending, or
+    running with DesiredStatus stop, or (with disconnected_node) unknown on a
+    disconnected node. A complete batch alloc without registrations, terminal
+    evals, and one blocked and one pending eval complete each namespace.
+    The cluster has four ready nodes. down_node adds a node that has been down
+    for two hours and carries the lost allocs.
     """
     builder = ScenarioBuilder("two_namespaces", namespaces=("default", "prod"))
     ready = [builder.node("client-%d" % (i + 1)) for i in range(4)]
@@ -234,8 +235,8 @@ def gc_pileup(terminal_allocs=50, terminal_evals=100, down_node=False):
     """A healthy cluster plus a pile of terminal allocs and evals waiting for GC.
 
     Terminal allocs alternate complete and failed (batch job, no registrations).
-    With down_node, a node down for two hours holds the first two terminal
-    allocs as lost, so a forced GC removes it too.
+    With down_node, the first two terminal allocs are lost allocs on a node
+    that has been down for two hours, so a forced GC removes that node too.
     """
     builder = ScenarioBuilder("gc_pileup")
     ready = [builder.node("client-%d" % (i + 1)) for i in range(4)]

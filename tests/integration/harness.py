@@ -1,8 +1,8 @@
 """Helpers for nomad-medic's integration tests.
 
 FakeNomad runs tests/fake_nomad/fake_nomad.py as a child process on
-loopback and wraps its control API; run_medic runs the binary named by
-NOMAD_MEDIC_BIN with a clean environment; write_config and
+loopback and wraps its control API. run_medic runs the binary named by
+NOMAD_MEDIC_BIN with a clean environment. write_config and
 zero_grace_policy write libconfig policy files.
 
 `scenarios` (tests/fake_nomad/scenarios.py) is importable from here:
@@ -200,7 +200,7 @@ class FakeNomad:
 def run_medic(args, env=None, timeout=60, input=None):
     """Run nomad-medic with args and return the CompletedProcess (text stdout/stderr).
 
-    The binary comes from NOMAD_MEDIC_BIN (ctest sets it). The child sees the
+    The binary comes from NOMAD_MEDIC_BIN (ctest sets it). The child gets the
     current environment minus every NOMAD_* variable, plus env.
     """
     binary = os.environ.get("NOMAD_MEDIC_BIN")

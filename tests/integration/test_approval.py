@@ -55,18 +55,21 @@ class Approval(MedicTestCase):
         config = self.policy(mode="approve", approval_ttl="1s")
         self.medic("once", "--config", config)
         chosen = self.pending()[0]
-        time.sleep(2.2)
+        expires_at = self.journal_rows("id = %d" % chosen["id"])[0]["expires_at"]
+        time.sleep(max(0.0, expires_at - time.time()) + 1.2)
         proc = self.medic("actions", "approve", str(chosen["id"]), "--db", self.db, expect=1)
         self.assertIn("expired", proc.stderr)
         self.medic("once", "--config", config)
         self.assertEqual(self.mutating(), [])
 
     def test_approved_action_expires_before_it_runs(self):
-        config = self.policy(mode="approve", approval_ttl="2s")
+        config = self.policy(mode="approve", approval_ttl="8s")
         self.medic("once", "--config", config)
         chosen = self.pending()[0]
         self.medic("actions", "approve", str(chosen["id"]), "--db", self.db)
-        time.sleep(3.2)
+        expires_at = self.journal_rows("id = %d" % chosen["id"])[0]["expires_at"]
+        self.assertGreater(expires_at, 0)
+        time.sleep(max(0.0, expires_at - time.time()) + 1.2)
         self.medic("once", "--config", config)
         self.assertEqual(self.mutating(), [])
 

@@ -93,6 +93,14 @@ class FailClosed(MedicTestCase):
         self.assertEqual({r["state"] for r in rows}, {"failed"})
         self.assertIn("rpc error", rows[0]["last_error"])
 
+    def test_registration_already_gone_counts_as_success(self):
+        self.nomad.faults([{"method": "DELETE", "path_prefix": "/v1/service/", "status": 500,
+                            "body": "service registration not found"}])
+        self.medic("once", "--config", self.policy())
+        rows = self.journal_rows("kind = 'service_delete'")
+        self.assertEqual({r["state"] for r in rows}, {"succeeded"})
+        self.assertIn("already gone", rows[0]["last_error"])
+
     def test_invalid_address_is_rejected(self):
         config = self.policy()
         text = open(config).read().replace(self.nomad.address, "ftp://127.0.0.1:1")

@@ -54,6 +54,20 @@ class CaptureRoundTrip(MedicTestCase):
         self.assertEqual([a for a in plan["actions"] if a["kind"] == "service_delete"], [])
 
 
+class ShippedExample(MedicTestCase):
+    def test_example_capture_plans_with_builtin_policy(self):
+        example = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples",
+                               "capture-two-namespaces")
+        proc = self.medic("plan", "--from-capture", example, "--db", self.db)
+        self.assertIn("Actions (8)", proc.stdout)
+        self.assertEqual(proc.stdout.count("blocked by grace"), 8)
+        self.assertIn("Advisories (1)", proc.stdout)
+        plan = self.plan_json("--from-capture", example, "--db", self.db)
+        kinds = {a["evidence"]["alloc_status"] for a in plan["actions"]}
+        self.assertEqual(kinds, {"complete", "failed", "lost", "absent"})
+        self.assertEqual({a["namespace"] for a in plan["actions"]}, {"default", "prod"})
+
+
 class DebugBundle(MedicTestCase):
     scenario = staticmethod(lambda: scenarios.two_namespaces(down_node=True))
 

@@ -61,6 +61,24 @@ class OrphanEnforce(MedicTestCase):
                 self.assertIn(key, row)
 
 
+class Pagination(MedicTestCase):
+    scenario = staticmethod(scenarios.two_namespaces)
+
+    def test_small_pages_give_the_same_result(self):
+        config = self.policy()
+        text = open(config).read().replace("nomad = {", "nomad = {\n  per_page = 2;", 1)
+        with open(config, "w") as handle:
+            handle.write(text)
+        self.medic("once", "--config", config)
+        self.assertEqual(self.deletes(), scenarios.orphan_ids(self.data))
+        paged = [r for r in self.nomad.requests()
+                 if r["path"] == "/v1/allocations" and "next_token" in r["params"]]
+        self.assertGreater(len(paged), 3)
+        service_pages = [r for r in self.nomad.requests()
+                         if r["path"].startswith("/v1/service/") and "next_token" in r["params"]]
+        self.assertTrue(service_pages)
+
+
 class OrphanDryRun(MedicTestCase):
     scenario = staticmethod(scenarios.two_namespaces)
 
@@ -126,6 +144,19 @@ class PlanOutput(MedicTestCase):
         advisory = [a for a in plan["advisories"] if a["rule"] == "down_nodes"][0]
         self.assertIn("affected_allocation_count", advisory["evidence"])
         self.assertIn("since", advisory["evidence"])
+
+
+class AdvisoriesOnly(MedicTestCase):
+    @staticmethod
+    def scenario():
+        data = scenarios.healthy()
+        data["nodes"][0]["Status"] = "down"
+        return data
+
+    def test_advisories_alone_exit_zero(self):
+        proc = self.medic("plan", "--config", self.policy(), "--detailed-exitcode", expect=0)
+        self.assertIn("Advisories (1)", proc.stdout)
+        self.assertIn("is down since", proc.stdout)
 
 
 class HealthyCluster(MedicTestCase):

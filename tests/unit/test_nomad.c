@@ -970,7 +970,7 @@ static void https_to_plain_server_fails(void **state)
     struct nomad_conn_config cfg;
     struct nomad_client *client;
     struct nomad_response resp;
-    char address[64];
+    char address[sizeof(base_url) + 8];
 
     (void)state;
     snprintf(address, sizeof(address), "https://%s", base_url + strlen("http://"));
@@ -1152,7 +1152,8 @@ static void get_many_with_one_failure(void **state)
     nomad_conn_config_free(&cfg);
 
     for (int i = 0; i < NODE_COUNT; i++) {
-        snprintf(paths[i], sizeof(paths[i]), "/v1/node/%s", node_ids[i]);
+        if (snprintf(paths[i], sizeof(paths[i]), "/v1/node/%s", node_ids[i]) >= (int)sizeof(paths[i]))
+            fail_msg("node path for %s does not fit", node_ids[i]);
         path_ptrs[i] = paths[i];
     }
     /* Path 7 names a node that does not exist; path 3 fails once with a 500 and is retried. */

@@ -88,7 +88,8 @@ static void write_file(const struct fixture *fx, const char *name, const char *t
 {
     FILE *f;
 
-    snprintf(path, pathsz, "%s/%s", fx->dir, name);
+    if (snprintf(path, pathsz, "%s/%s", fx->dir, name) >= (int)pathsz)
+        fail_msg("test file path %s/%s does not fit in %zu bytes", fx->dir, name, pathsz);
     f = fopen(path, "w");
     assert_non_null(f);
     assert_int_equal(fputs(text, f) >= 0, 1);

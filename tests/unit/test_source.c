@@ -97,8 +97,12 @@ static char *path_in(const char *dir, const char *rel)
     static char buf[64][1024];
     static int next;
     char *out = buf[next++ % 64];
+    char joined[sizeof(buf[0])];
 
-    snprintf(out, sizeof(buf[0]), "%s/%s", dir, rel);
+    /* dir may be an earlier result of this function, so build the path apart first. */
+    if (snprintf(joined, sizeof(joined), "%s/%s", dir, rel) >= (int)sizeof(joined))
+        fail_msg("test path %s/%s is longer than %zu bytes", dir, rel, sizeof(joined));
+    memcpy(out, joined, sizeof(joined));
     return out;
 }
 
