@@ -6,6 +6,7 @@
 static const struct action_type *const action_types[] = {
     &action_service_delete,
     &action_system_gc,
+    &action_netns_clear,
 };
 
 const struct action_type *action_find(const char *name)

@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 
+#include "../controller/host.h"
 #include "../controller/nomad.h"
 #include "../controller/snapshot.h"
 #include "../store/journal.h"
@@ -31,33 +32,46 @@ enum resolve_result {
     RESOLVE_READ_FAILED,   /* try again on the next start */
 };
 
+/* What an action may use while it runs. None of it is owned by the action. */
+struct action_env {
+    struct nomad_client *client;      /* the Nomad API */
+    const struct host_paths *host;    /* node scope: where the host's network state lives */
+    struct journal *journal;          /* for per-step records; the row itself is the executor's */
+    long long now;
+};
+
 struct action_type {
     const char *name;           /* "service_delete", also the journal's kind */
+    const char *scope;          /* "cluster" or "node": which scope runs and resolves it */
     int touches_nodes;          /* 1: the circuit breaker applies (node-, alloc- or service-level) */
 
     /*
      * Check preconditions that depend on the whole snapshot (for example "no
-     * node is down" for a forced GC). Returns 0 when the action may go ahead,
-     * else 1 with why filled.
+     * node is down" for a forced GC). target is the action's target. Returns
+     * 0 when the action may go ahead, else 1 with why filled.
      */
-    int (*precheck)(const struct snapshot *s, const struct journal_action *a, char *why, size_t whysz);
+    int (*precheck)(const struct snapshot *s, const char *target, char *why, size_t whysz);
 
     /* Re-read what the decision rests on; fills why unless RECHECK_HOLDS. */
-    enum recheck_result (*recheck)(struct nomad_client *client, const struct journal_action *a,
+    enum recheck_result (*recheck)(const struct action_env *env, const struct journal_action *a,
                                    char *why, size_t whysz);
 
-    /* Send the mutating request. Returns 0, or -1 with err filled. note may say "already gone". */
-    int (*execute)(struct nomad_client *client, const struct journal_action *a, char *note,
+    /*
+     * Carry the action out. Returns 0, or -1 with err filled. note may say
+     * "already gone". a->id is the journal row, for actions that record steps.
+     */
+    int (*execute)(const struct action_env *env, const struct journal_action *a, char *note,
                    size_t notesz, char *err, size_t errsz);
 
     /* Find out what became of an action interrupted in `executing`. Fills note. */
-    enum resolve_result (*resolve_interrupted)(struct nomad_client *client,
+    enum resolve_result (*resolve_interrupted)(const struct action_env *env,
                                                const struct journal_action *a, char *note,
                                                size_t notesz);
 };
 
 extern const struct action_type action_service_delete;
 extern const struct action_type action_system_gc;
+extern const struct action_type action_netns_clear;
 
 /* The kind called name, or NULL. */
 const struct action_type *action_find(const char *name);

@@ -15,16 +15,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int precheck(const struct snapshot *s, const struct journal_action *a, char *why, size_t whysz)
+static int precheck(const struct snapshot *s, const char *target, char *why, size_t whysz)
 {
     (void)s;
-    (void)a;
+    (void)target;
     (void)why;
     (void)whysz;
     return 0;
 }
 
-static enum recheck_result recheck(struct nomad_client *client, const struct journal_action *a,
+static enum recheck_result recheck(const struct action_env *env, const struct journal_action *a,
                                    char *why, size_t whysz)
 {
     struct nomad_response resp;
@@ -45,7 +45,7 @@ static enum recheck_result recheck(struct nomad_client *client, const struct jou
     free(ns);
 
     nomad_response_init(&resp);
-    if (nomad_get(client, path, &resp) == 0) {
+    if (nomad_get(env->client, path, &resp) == 0) {
         cJSON *root = cJSON_ParseWithLength(resp.body, resp.body_len);
         const cJSON *status = cJSON_GetObjectItemCaseSensitive(root, "ClientStatus");
 
@@ -88,7 +88,7 @@ static char *delete_path(const struct journal_action *a)
     return path;
 }
 
-static int execute(struct nomad_client *client, const struct journal_action *a, char *note,
+static int execute(const struct action_env *env, const struct journal_action *a, char *note,
                    size_t notesz, char *err, size_t errsz)
 {
     struct nomad_response resp;
@@ -100,7 +100,7 @@ static int execute(struct nomad_client *client, const struct journal_action *a, 
         return -1;
     }
     nomad_response_init(&resp);
-    if (nomad_request(client, "DELETE", path, NULL, &resp) == 0) {
+    if (nomad_request(env->client, "DELETE", path, NULL, &resp) == 0) {
         snprintf(note, notesz, "registration deleted");
         rc = 0;
     } else if (resp.result == NOMAD_ERR_STATUS && resp.body != NULL &&
@@ -115,7 +115,7 @@ static int execute(struct nomad_client *client, const struct journal_action *a, 
     return rc;
 }
 
-static enum resolve_result resolve_interrupted(struct nomad_client *client,
+static enum resolve_result resolve_interrupted(const struct action_env *env,
                                                const struct journal_action *a, char *note,
                                                size_t notesz)
 {
@@ -136,7 +136,7 @@ static enum resolve_result resolve_interrupted(struct nomad_client *client,
     free(ns);
 
     nomad_response_init(&resp);
-    if (nomad_get(client, path, &resp) == 0) {
+    if (nomad_get(env->client, path, &resp) == 0) {
         cJSON *root = cJSON_ParseWithLength(resp.body, resp.body_len);
         const cJSON *item;
         int present = 0;
@@ -170,6 +170,7 @@ static enum resolve_result resolve_interrupted(struct nomad_client *client,
 
 const struct action_type action_service_delete = {
     .name = "service_delete",
+    .scope = "cluster",
     .touches_nodes = 1,
     .precheck = precheck,
     .recheck = recheck,

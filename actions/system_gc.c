@@ -13,11 +13,11 @@
 #include <stdio.h>
 #include <string.h>
 
-static int precheck(const struct snapshot *s, const struct journal_action *a, char *why, size_t whysz)
+static int precheck(const struct snapshot *s, const char *target, char *why, size_t whysz)
 {
     size_t unhealthy;
 
-    (void)a;
+    (void)target;
     if (!s->nodes_ok) {
         snprintf(why, whysz, "the node list was not read completely, so down nodes cannot be ruled out");
         return 1;
@@ -31,7 +31,7 @@ static int precheck(const struct snapshot *s, const struct journal_action *a, ch
     return 0;
 }
 
-static enum recheck_result recheck(struct nomad_client *client, const struct journal_action *a,
+static enum recheck_result recheck(const struct action_env *env, const struct journal_action *a,
                                    char *why, size_t whysz)
 {
     struct nomad_response resp;
@@ -39,7 +39,7 @@ static enum recheck_result recheck(struct nomad_client *client, const struct jou
 
     (void)a;
     nomad_response_init(&resp);
-    if (nomad_get(client, "/v1/nodes", &resp) == 0) {
+    if (nomad_get(env->client, "/v1/nodes", &resp) == 0) {
         cJSON *root = cJSON_ParseWithLength(resp.body, resp.body_len);
         const cJSON *node;
         int unhealthy = 0;
@@ -69,7 +69,7 @@ static enum recheck_result recheck(struct nomad_client *client, const struct jou
     return result;
 }
 
-static int execute(struct nomad_client *client, const struct journal_action *a, char *note,
+static int execute(const struct action_env *env, const struct journal_action *a, char *note,
                    size_t notesz, char *err, size_t errsz)
 {
     struct nomad_response resp;
@@ -77,7 +77,7 @@ static int execute(struct nomad_client *client, const struct journal_action *a, 
 
     (void)a;
     nomad_response_init(&resp);
-    rc = nomad_request(client, "PUT", "/v1/system/gc", NULL, &resp);
+    rc = nomad_request(env->client, "PUT", "/v1/system/gc", NULL, &resp);
     if (rc == 0)
         snprintf(note, notesz, "forced GC requested; Nomad runs it asynchronously");
     else
@@ -86,11 +86,11 @@ static int execute(struct nomad_client *client, const struct journal_action *a, 
     return rc == 0 ? 0 : -1;
 }
 
-static enum resolve_result resolve_interrupted(struct nomad_client *client,
+static enum resolve_result resolve_interrupted(const struct action_env *env,
                                                const struct journal_action *a, char *note,
                                                size_t notesz)
 {
-    (void)client;
+    (void)env;
     (void)a;
     snprintf(note, notesz, "interrupted; a forced GC leaves nothing to read back, so its outcome "
              "is unknown; it is not repeated blindly and a later pass proposes it again if the "
@@ -100,6 +100,7 @@ static enum resolve_result resolve_interrupted(struct nomad_client *client,
 
 const struct action_type action_system_gc = {
     .name = "system_gc",
+    .scope = "cluster",
     .touches_nodes = 0,
     .precheck = precheck,
     .recheck = recheck,

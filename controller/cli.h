@@ -38,6 +38,9 @@ int cli_open_journal(const struct policy *p, int readonly, struct journal **j);
 
 struct nomad_client *cli_new_client(const struct policy *p);
 
+/* "cluster" or "node", from --scope (default cluster; main() has validated it). */
+const char *cli_scope(const struct cli_options *opts);
+
 /* Print help for command (NULL: the overview). */
 void cli_usage(FILE *out, const char *command);
 

@@ -62,10 +62,21 @@ static int show_row(struct journal *j, long long id, int json)
         fprintf(stderr, "nomad-medic: %s\n", err);
         return EXIT_ERROR;
     }
-    if (json)
-        report_row_detail_json(stdout, &row);
-    else
-        report_row_detail_text(stdout, &row);
+    {
+        struct journal_step *steps = NULL;
+        size_t n_steps = 0;
+
+        if (journal_steps_list(j, id, &steps, &n_steps, err, sizeof(err)) != JOURNAL_OK) {
+            fprintf(stderr, "nomad-medic: %s\n", err);
+            journal_action_free(&row);
+            return EXIT_ERROR;
+        }
+        if (json)
+            report_row_detail_json(stdout, &row, steps, n_steps);
+        else
+            report_row_detail_text(stdout, &row, steps, n_steps);
+        journal_steps_free(steps, n_steps);
+    }
     journal_action_free(&row);
     return EXIT_OK;
 }

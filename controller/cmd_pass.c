@@ -52,10 +52,11 @@ static void sleep_interruptible(long seconds)
         nanosleep(&step, NULL);
 }
 
-static int resolve_interrupted(struct journal *j, struct nomad_client *client)
+static int resolve_interrupted(struct controller *c)
 {
     char err[1024];
-    int n = execute_resolve_interrupted(j, client, (long long)time(NULL), err, sizeof(err));
+    int n = execute_resolve_interrupted(c->journal, c->scope, c->client, &c->policy->host,
+                                        (long long)time(NULL), err, sizeof(err));
 
     if (n < 0) {
         fprintf(stderr, "nomad-medic: resolving interrupted actions failed: %s\n", err);
@@ -100,7 +101,7 @@ static int live_pass(struct controller *c, int read_only, const struct cli_optio
 
 int cmd_once(const struct cli_options *opts)
 {
-    struct controller c = {.scope = "cluster"};
+    struct controller c = {.scope = cli_scope(opts)};
     struct policy p;
     int rc = EXIT_ERROR;
 
@@ -112,7 +113,7 @@ int cmd_once(const struct cli_options *opts)
     c.client = cli_new_client(&p);
     if (c.client == NULL)
         goto out;
-    if (resolve_interrupted(c.journal, c.client) != 0)
+    if (resolve_interrupted(&c) != 0)
         goto out;
     rc = live_pass(&c, 0, opts, 1, "Pass", NULL);
 
@@ -162,7 +163,7 @@ static int plan_incomplete(const struct pass_result *r)
 
 int cmd_plan(const struct cli_options *opts)
 {
-    struct controller c = {.scope = "cluster"};
+    struct controller c = {.scope = cli_scope(opts)};
     struct source *src = NULL;
     struct pass_result r;
     struct policy p;
@@ -177,6 +178,10 @@ int cmd_plan(const struct cli_options *opts)
     if (cli_open_journal(&p, 1, &c.journal) != 0)
         goto out;
     if (opts->from_capture != NULL) {
+        if (strcmp(c.scope, "node") == 0) {
+            fprintf(stderr, "nomad-medic: plan --from-capture reads cluster state only; drop --scope node\n");
+            goto out;
+        }
         src = offline_source(opts->from_capture);
     } else {
         c.client = cli_new_client(&p);
@@ -244,7 +249,7 @@ static void reload_policy(const struct cli_options *opts, struct policy *p)
 
 int cmd_run(const struct cli_options *opts)
 {
-    struct controller c = {.scope = "cluster"};
+    struct controller c = {.scope = cli_scope(opts)};
     struct policy p;
     int rc = EXIT_ERROR;
 
@@ -257,10 +262,10 @@ int cmd_run(const struct cli_options *opts)
     if (c.client == NULL)
         goto out;
     install_signals();
-    log_info("main", "nomad-medic %s started scope=cluster mode=%s interval=%lds journal=%s nomad=%s",
-             NOMAD_MEDIC_VERSION, policy_mode_name(p.mode), p.interval_s, p.journal_path,
+    log_info("main", "nomad-medic %s started scope=%s mode=%s interval=%lds journal=%s nomad=%s",
+             NOMAD_MEDIC_VERSION, c.scope, policy_mode_name(p.mode), p.interval_s, p.journal_path,
              nomad_client_address(c.client));
-    if (resolve_interrupted(c.journal, c.client) != 0)
+    if (resolve_interrupted(&c) != 0)
         goto out;
 
     while (!stop_requested) {

@@ -101,6 +101,7 @@ static int run_action(struct exec_context *ctx, struct finding *f, long long app
                       char *err, size_t errsz)
 {
     struct journal_action row;
+    struct action_env env;
     enum recheck_result rr;
     char why[1024] = "";
     char note[512] = "";
@@ -145,7 +146,11 @@ static int run_action(struct exec_context *ctx, struct finding *f, long long app
     if (journal_action_get(ctx->journal, f->action_id, &row, err, errsz) != JOURNAL_OK)
         return -1;
 
-    rr = f->action->recheck(ctx->client, &row, why, sizeof(why));
+    env.client = ctx->client;
+    env.host = ctx->host;
+    env.journal = ctx->journal;
+    env.now = ctx->now;
+    rr = f->action->recheck(&env, &row, why, sizeof(why));
     if (rr != RECHECK_HOLDS) {
         snprintf(failure, sizeof(failure), "not sent: %s: %s",
                  rr == RECHECK_CHANGED ? "the precondition no longer holds" : "the re-check read failed",
@@ -153,7 +158,7 @@ static int run_action(struct exec_context *ctx, struct finding *f, long long app
         rc = -1;
     } else {
         crash_point("before_request");
-        rc = f->action->execute(ctx->client, &row, note, sizeof(note), failure, sizeof(failure));
+        rc = f->action->execute(&env, &row, note, sizeof(note), failure, sizeof(failure));
     }
     journal_action_free(&row);
 
@@ -352,9 +357,10 @@ int execute_retire_cleared(struct exec_context *ctx, const struct assessment *as
     return rc;
 }
 
-int execute_resolve_interrupted(struct journal *j, struct nomad_client *client, long long now,
-                                char *err, size_t errsz)
+int execute_resolve_interrupted(struct journal *j, const char *scope, struct nomad_client *client,
+                                const struct host_paths *host, long long now, char *err, size_t errsz)
 {
+    struct action_env env = {.client = client, .host = host, .journal = j, .now = now};
     struct journal_action *rows = NULL;
     size_t n = 0;
     int resolved = 0;
@@ -367,11 +373,14 @@ int execute_resolve_interrupted(struct journal *j, struct nomad_client *client, 
         char note[1024] = "";
         enum resolve_result rr;
 
+        /* A row of the other scope belongs to the process that runs that scope (another host, maybe). */
+        if (type != NULL && strcmp(type->scope, scope) != 0)
+            continue;
         if (type == NULL) {
             snprintf(note, sizeof(note), "unknown action kind %s; outcome cannot be checked", rows[i].kind);
             rr = RESOLVE_UNKNOWN;
         } else {
-            rr = type->resolve_interrupted(client, &rows[i], note, sizeof(note));
+            rr = type->resolve_interrupted(&env, &rows[i], note, sizeof(note));
         }
         if (rr == RESOLVE_READ_FAILED) {
             log_warn("execute", "action id=%lld kind=%s target=%s left executing: re-check failed: %s",

@@ -19,6 +19,7 @@ struct exec_context {
     const struct policy *policy;
     struct journal *journal;       /* NULL: nothing is journaled (offline plan) */
     struct nomad_client *client;   /* NULL: nothing can be sent */
+    const struct host_paths *host; /* node scope: the host's paths; NULL for the cluster scope */
     struct guard_state *guards;
     long long now;
     long long pass_id;
@@ -44,12 +45,12 @@ int execute_retire_cleared(struct exec_context *ctx, const struct assessment *as
                            char *err, size_t errsz);
 
 /*
- * Resolve rows left in `executing` by a crash: each is re-checked through its
+ * Resolve rows of scope left in `executing` by a crash: each is re-checked through its
  * action kind and moved to succeeded, failed or unknown; a failed re-check
  * leaves it for the next start. Never repeats a request. Returns the number
  * of rows resolved, or -1 on a journal error.
  */
-int execute_resolve_interrupted(struct journal *j, struct nomad_client *client, long long now,
-                                char *err, size_t errsz);
+int execute_resolve_interrupted(struct journal *j, const char *scope, struct nomad_client *client,
+                                const struct host_paths *host, long long now, char *err, size_t errsz);
 
 #endif

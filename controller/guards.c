@@ -12,11 +12,15 @@
 
 static int rule_index(const char *rule)
 {
-    if (strcmp(rule, RULE_ORPHAN_SERVICES) == 0)
-        return 0;
-    if (strcmp(rule, RULE_SYSTEM_GC) == 0)
-        return 1;
-    return 2;
+    static const char *const names[RULE_COUNT] = {
+        RULE_ORPHAN_SERVICES, RULE_SYSTEM_GC, RULE_DOWN_NODES, RULE_NETNS_LEAKS, RULE_PORT_CONFLICTS,
+    };
+
+    for (int i = 0; i < RULE_COUNT; i++) {
+        if (strcmp(rule, names[i]) == 0)
+            return i;
+    }
+    return 0;
 }
 
 void guards_begin(struct guard_state *g, const struct policy *p, const struct snapshot *s,
@@ -114,17 +118,20 @@ int guards_check(struct guard_state *g, struct finding *f, char *err, size_t err
         return block(f, "reads", "%s", f->failed_read);
     if (check_breaker(g, f))
         return 1;
-    if (f->action->precheck(s, NULL, why, sizeof(why)) != 0)
+    if (f->action->precheck(s, f->target, why, sizeof(why)) != 0)
         return block(f, "precheck", "%s", why);
 
-    if (strcmp(f->rule, RULE_ORPHAN_SERVICES) == 0 && p->orphan_services.grace_s > 0) {
+    {
+        long grace = strcmp(f->rule, RULE_ORPHAN_SERVICES) == 0 ? p->orphan_services.grace_s
+                     : strcmp(f->rule, RULE_NETNS_LEAKS) == 0   ? p->netns_leaks.grace_s
+                                                                : 0;
         long long age = g->now - f->first_seen;
 
-        if (age < p->orphan_services.grace_s)
-            return block(f, "grace", "orphaned for %s of the %s grace period; %s left",
+        if (grace > 0 && age < grace)
+            return block(f, "grace", "seen for %s of the %s grace period; %s left",
                          policy_format_duration((long)age, d1, sizeof(d1)),
-                         policy_format_duration(p->orphan_services.grace_s, d2, sizeof(d2)),
-                         policy_format_duration((long)(p->orphan_services.grace_s - age), why, sizeof(why)));
+                         policy_format_duration(grace, d2, sizeof(d2)),
+                         policy_format_duration((long)(grace - age), why, sizeof(why)));
     }
 
     if (rule->cooldown_s > 0 && g->journal != NULL) {

@@ -32,7 +32,7 @@ struct guard_state {
     int paused;                /* the pause file exists */
     /* Tokens this pass has already promised to earlier actions, so one pass cannot overrun a bucket. */
     int used_global;
-    int used_by_rule[3];
+    int used_by_rule[RULE_COUNT];
 };
 
 /* Prepare guard state for one pass; checks the pause file. */

@@ -1,6 +1,7 @@
 /* nomad-medic: entry point, option parsing and the set-up every command shares. */
 #define _POSIX_C_SOURCE 200809L
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +31,8 @@ static const char overview[] =
     "  --db PATH                journal file (default from the configuration:\n"
     "                           /var/lib/nomad-medic/journal.db)\n"
     "  --mode MODE              dry-run, approve or enforce: overrides every rule's mode for this run\n"
-    "  --scope SCOPE            cluster (default); node is not available in this version\n"
+    "  --scope SCOPE            cluster (default): the Nomad API; node: this client host's\n"
+    "                           leaked network namespaces and CNI state (run as root)\n"
     "  --log-level LEVEL        debug, info, warn or error (default info); logs go to stderr\n"
     "  --json                   print JSON instead of tables\n"
     "  --help                   help for a command, e.g. nomad-medic plan --help\n"
@@ -186,6 +188,11 @@ int cli_open_journal(const struct policy *p, int readonly, struct journal **j)
     return 0;
 }
 
+const char *cli_scope(const struct cli_options *opts)
+{
+    return opts->scope != NULL && strcmp(opts->scope, "node") == 0 ? "node" : "cluster";
+}
+
 struct nomad_client *cli_new_client(const struct policy *p)
 {
     char err[1024];
@@ -284,6 +291,8 @@ int main(int argc, char **argv)
     int n_rest = 0;
 
     memset(&opts, 0, sizeof(opts));
+    /* A helper program that exits early must not kill us through a broken pipe. */
+    signal(SIGPIPE, SIG_IGN);
     /* Options may come before or after the command and its arguments: collect positionals first. */
     rest = calloc((size_t)argc + 1, sizeof(*rest));
     if (rest == NULL)
@@ -342,9 +351,16 @@ int main(int argc, char **argv)
         free(rest);
         return EXIT_OK;
     }
-    if (opts.scope != NULL && strcmp(opts.scope, "cluster") != 0) {
-        fprintf(stderr, "nomad-medic: --scope %s is not available in this version; use --scope cluster\n",
-                opts.scope);
+    if (opts.scope != NULL && strcmp(opts.scope, "cluster") != 0 && strcmp(opts.scope, "node") != 0) {
+        fprintf(stderr, "nomad-medic: invalid --scope \"%s\"; expected cluster or node\n", opts.scope);
+        free(rest);
+        return EXIT_ERROR;
+    }
+    if (opts.scope != NULL && strcmp(opts.scope, "node") == 0 && strcmp(opts.command, "run") != 0 &&
+        strcmp(opts.command, "once") != 0 && strcmp(opts.command, "plan") != 0 &&
+        strcmp(opts.command, "actions") != 0 && strcmp(opts.command, "history") != 0) {
+        fprintf(stderr, "nomad-medic: %s has no node scope; --scope node goes with run, once or plan\n",
+                opts.command);
         free(rest);
         return EXIT_ERROR;
     }

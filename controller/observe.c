@@ -514,53 +514,59 @@ static int lookup_seen(const struct snapshot *s, size_t first, const char *alloc
 }
 
 /*
- * Look up, one by one, the allocations that registrations name but the
- * complete allocation list lacks. Only a 404 proves an allocation gone.
+ * Look up, one by one, the allocations in ids[] (with their namespace, or
+ * NULL) that the allocation list lacks. Only a 404 proves an allocation gone.
  */
-static int observe_lookups(struct source *src, struct snapshot *s)
+static int lookup_allocations(struct source *src, struct snapshot *s, const char *const *ids,
+                              const char *const *namespaces, size_t count)
 {
     struct nomad_response *resps = NULL;
     char **paths = NULL;
-    char (*ids)[UUID_LEN + 1] = NULL;
+    char (*wanted)[UUID_LEN + 1] = NULL;
     size_t n = 0;
     size_t first = s->n_lookups;
     int rc = -1;
 
-    paths = calloc(s->n_services ? s->n_services : 1, sizeof(*paths));
-    ids = calloc(s->n_services ? s->n_services : 1, sizeof(*ids));
-    if (paths == NULL || ids == NULL)
+    paths = calloc(count ? count : 1, sizeof(*paths));
+    wanted = calloc(count ? count : 1, sizeof(*wanted));
+    if (paths == NULL || wanted == NULL)
         goto out;
 
-    for (size_t i = 0; i < s->n_services; i++) {
-        const struct snap_service *r = &s->services[i];
+    for (size_t i = 0; i < count; i++) {
+        const char *id = ids[i];
         int dup = 0;
+        size_t len;
+        char *ns = NULL;
 
-        if (snapshot_find_alloc(s, r->alloc_id) != NULL)
+        if (snapshot_find_alloc(s, id) != NULL)
             continue;
         for (size_t k = 0; k < n; k++)
-            dup |= strcmp(ids[k], r->alloc_id) == 0;
-        if (dup || lookup_seen(s, first, r->alloc_id))
+            dup |= strcmp(wanted[k], id) == 0;
+        if (dup || lookup_seen(s, first, id))
             continue;
-        if (!is_uuid(r->alloc_id)) {
-            if (add_lookup(s, r->alloc_id, LOOKUP_FAILED, ALLOC_OTHER,
-                           "registration names an allocation ID that is not a UUID") != 0)
+        if (!is_uuid(id)) {
+            if (add_lookup(s, id, LOOKUP_FAILED, ALLOC_OTHER,
+                           "the allocation ID is not a UUID, so it cannot be looked up") != 0)
                 goto out;
             continue;
         }
-        char *ns = nomad_escape(r->namespace_name);
-        size_t len;
-
-        if (ns == NULL)
-            goto out;
-        len = strlen(ns) + UUID_LEN + 48;
+        if (namespaces != NULL && namespaces[i] != NULL) {
+            ns = nomad_escape(namespaces[i]);
+            if (ns == NULL)
+                goto out;
+        }
+        len = (ns ? strlen(ns) : 0) + UUID_LEN + 48;
         paths[n] = malloc(len);
         if (paths[n] == NULL) {
             free(ns);
             goto out;
         }
-        snprintf(paths[n], len, "/v1/allocation/%s?namespace=%s", r->alloc_id, ns);
+        if (ns != NULL)
+            snprintf(paths[n], len, "/v1/allocation/%s?namespace=%s", id, ns);
+        else
+            snprintf(paths[n], len, "/v1/allocation/%s", id);
         free(ns);
-        memcpy(ids[n], r->alloc_id, UUID_LEN + 1);
+        memcpy(wanted[n], id, UUID_LEN + 1);
         n++;
     }
     if (n == 0) {
@@ -580,33 +586,33 @@ static int observe_lookups(struct source *src, struct snapshot *s)
         char error[768] = "";
         int ok = 0;
 
-        snprintf(read_name, sizeof(read_name), "allocation %s", ids[i]);
+        snprintf(read_name, sizeof(read_name), "allocation %s", wanted[i]);
         if (resps[i].result == NOMAD_OK) {
             cJSON *root = parse_body(paths[i], &resps[i], error, sizeof(error));
             const char *id = root ? json_string(root, "ID") : NULL;
 
-            if (root != NULL && id != NULL && strcmp(id, ids[i]) == 0) {
+            if (root != NULL && id != NULL && strcmp(id, wanted[i]) == 0) {
                 ok = 1;
-                if (add_lookup(s, ids[i], LOOKUP_FOUND,
+                if (add_lookup(s, wanted[i], LOOKUP_FOUND,
                                alloc_status_parse(json_string(root, "ClientStatus")), NULL) != 0) {
                     cJSON_Delete(root);
                     goto out;
                 }
             } else if (root != NULL) {
                 snprintf(error, sizeof(error), "GET /v1/allocation/%s: response is not that allocation",
-                         ids[i]);
+                         wanted[i]);
             }
             cJSON_Delete(root);
         } else if (resps[i].result == NOMAD_ERR_STATUS && resps[i].status == 404) {
             ok = 1;
-            if (add_lookup(s, ids[i], LOOKUP_NOT_FOUND, ALLOC_OTHER, NULL) != 0)
+            if (add_lookup(s, wanted[i], LOOKUP_NOT_FOUND, ALLOC_OTHER, NULL) != 0)
                 goto out;
         } else {
             snprintf(error, sizeof(error), "%s", resps[i].error);
         }
         if (!ok) {
             log_warn("observe", "read %s failed: %s", read_name, error);
-            if (add_lookup(s, ids[i], LOOKUP_FAILED, ALLOC_OTHER, error) != 0)
+            if (add_lookup(s, wanted[i], LOOKUP_FAILED, ALLOC_OTHER, error) != 0)
                 goto out;
         }
         if (snapshot_add_read(s, read_name, ok, ok ? NULL : error) != 0)
@@ -622,7 +628,26 @@ out:
     }
     free(paths);
     free(resps);
+    free(wanted);
+    return rc;
+}
+
+/* Look up the allocations that registrations name but the complete allocation list lacks. */
+static int observe_lookups(struct source *src, struct snapshot *s)
+{
+    const char **ids = calloc(s->n_services ? s->n_services : 1, sizeof(*ids));
+    const char **namespaces = calloc(s->n_services ? s->n_services : 1, sizeof(*namespaces));
+    int rc = -1;
+
+    if (ids != NULL && namespaces != NULL) {
+        for (size_t i = 0; i < s->n_services; i++) {
+            ids[i] = s->services[i].alloc_id;
+            namespaces[i] = s->services[i].namespace_name;
+        }
+        rc = lookup_allocations(src, s, ids, namespaces, s->n_services);
+    }
     free(ids);
+    free(namespaces);
     return rc;
 }
 
@@ -705,6 +730,142 @@ out:
     free(paths);
     free(which);
     free(resps);
+    return rc;
+}
+
+/* This host's node ID: from the policy, else from the local agent's /v1/agent/self. */
+static int observe_node_id(struct source *src, const struct policy *p, struct snapshot *s)
+{
+    struct nomad_response resp;
+    char error[768] = "";
+    cJSON *root = NULL;
+    const char *id = NULL;
+
+    if (p->node_id != NULL && p->node_id[0] != '\0') {
+        if (!is_uuid(p->node_id)) {
+            snprintf(error, sizeof(error), "node.node_id \"%s\" is not a UUID; set it to this "
+                     "client's node ID (nomad node status -self)", p->node_id);
+            log_error("observe", "%s", error);
+            return snapshot_add_read(s, "node id", 0, error);
+        }
+        copy_id(s->node_id, p->node_id);
+        return snapshot_add_read(s, "node id", 1, NULL);
+    }
+
+    nomad_response_init(&resp);
+    if (source_get(src, "/v1/agent/self", &resp) != 0) {
+        snprintf(error, sizeof(error), "%s", resp.error);
+    } else {
+        root = parse_body("/v1/agent/self", &resp, error, sizeof(error));
+        if (root != NULL) {
+            const cJSON *stats = cJSON_GetObjectItemCaseSensitive(root, "stats");
+            const cJSON *client = cJSON_GetObjectItemCaseSensitive(stats, "client");
+
+            id = json_string(client, "node_id");
+            if (id == NULL || !is_uuid(id))
+                snprintf(error, sizeof(error), "GET /v1/agent/self: the agent reports no client node "
+                         "ID (stats.client.node_id); point NOMAD_ADDR at this host's client agent or "
+                         "set node.node_id");
+            else
+                copy_id(s->node_id, id);
+        }
+    }
+    cJSON_Delete(root);
+    nomad_response_free(&resp);
+    if (s->node_id[0] == '\0') {
+        log_warn("observe", "read node id failed: %s", error);
+        return snapshot_add_read(s, "node id", 0, error);
+    }
+    return snapshot_add_read(s, "node id", 1, NULL);
+}
+
+/* This node's allocations, as GET /v1/node/<id>/allocations returns them. */
+static int observe_node_allocations(struct source *src, struct snapshot *s)
+{
+    struct nomad_response resp;
+    char path[96];
+    char error[768] = "";
+    const cJSON *item;
+    cJSON *root = NULL;
+    int rc = 0;
+
+    snprintf(path, sizeof(path), "/v1/node/%s/allocations", s->node_id);
+    nomad_response_init(&resp);
+    if (source_get(src, path, &resp) != 0) {
+        snprintf(error, sizeof(error), "%s", resp.error);
+    } else {
+        root = parse_body(path, &resp, error, sizeof(error));
+        if (root != NULL && !cJSON_IsArray(root)) {
+            snprintf(error, sizeof(error), "GET %s: expected a JSON array", path);
+            cJSON_Delete(root);
+            root = NULL;
+        }
+    }
+    nomad_response_free(&resp);
+    if (root == NULL) {
+        log_warn("observe", "read node allocations failed: %s", error);
+        return snapshot_add_read(s, "node allocations", 0, error);
+    }
+    cJSON_ArrayForEach(item, root) {
+        if (add_alloc(s, item) != 0) {
+            rc = -1;
+            break;
+        }
+    }
+    cJSON_Delete(root);
+    if (rc != 0)
+        return -1;
+    s->allocs_ok = 1;
+    return snapshot_add_read(s, "node allocations", 1, NULL);
+}
+
+int observe_node(struct source *src, const struct policy *p, struct snapshot *s)
+{
+    char (*ids)[HOST_ID_LEN + 1] = NULL;
+    const char **id_list = NULL;
+    size_t n_ids = 0;
+    int rc = 0;
+
+    s->node_scope = 1;
+    s->observed_at = src->observed_at;
+    s->source_name = src->ops->name;
+    s->source_note = src->note;
+
+    if (observe_leader(src, s) != 0 || observe_node_id(src, p, s) != 0)
+        return -1;
+    if (s->node_id[0] != '\0' && observe_node_allocations(src, s) != 0)
+        return -1;
+
+    if (host_inventory_read(&p->host, &s->host) != 0)
+        return -1;
+    s->host_read = 1;
+    for (int i = 0; i < HOST_SRC_COUNT; i++) {
+        char name[64];
+
+        snprintf(name, sizeof(name), "host %s", s->host.sources[i].name ? s->host.sources[i].name : "?");
+        if (!s->host.sources[i].ok)
+            log_warn("observe", "read %s failed: %s", name, s->host.sources[i].error);
+        if (snapshot_add_read(s, name, s->host.sources[i].ok, s->host.sources[i].error) != 0)
+            return -1;
+    }
+    snapshot_index(s);
+
+    /* Allocations the host names but this node's list lacks. */
+    if (s->allocs_ok) {
+        if (host_inventory_alloc_ids(&s->host, &ids, &n_ids) != 0)
+            return -1;
+        id_list = calloc(n_ids ? n_ids : 1, sizeof(*id_list));
+        if (id_list == NULL) {
+            free(ids);
+            return -1;
+        }
+        for (size_t i = 0; i < n_ids; i++)
+            id_list[i] = ids[i];
+        rc = lookup_allocations(src, s, id_list, NULL, n_ids);
+        free(id_list);
+        free(ids);
+    }
+    snapshot_index(s);
     return rc;
 }
 

@@ -22,4 +22,11 @@
  */
 int observe_cluster(struct source *src, const struct policy *p, struct snapshot *s);
 
+/*
+ * Node scope: fill s with the leader, this host's node ID and allocations,
+ * the host's network state (p->host), and lookups of the allocations the
+ * host names that the node's list lacks. Same contract as observe_cluster().
+ */
+int observe_node(struct source *src, const struct policy *p, struct snapshot *s);
+
 #endif

@@ -69,6 +69,7 @@ static int act(struct controller *c, struct pass_result *r, int read_only, char 
     ctx.policy = c->policy;
     ctx.journal = c->journal;
     ctx.client = c->client;
+    ctx.host = &c->policy->host;
     ctx.guards = &guards;
     ctx.now = r->now;
     ctx.pass_id = r->pass_id;
@@ -173,7 +174,8 @@ int reconcile_pass(struct controller *c, struct source *src, int read_only, stru
     log_info("reconcile", "pass %lld started scope=%s mode=%s source=%s", r->pass_id, c->scope, mode,
              src->ops->name);
 
-    if (observe_cluster(src, c->policy, &r->snapshot) != 0) {
+    if ((strcmp(c->scope, "node") == 0 ? observe_node(src, c->policy, &r->snapshot)
+                                       : observe_cluster(src, c->policy, &r->snapshot)) != 0) {
         snprintf(err, errsz, "out of memory while reading the cluster");
         goto finish;
     }

@@ -251,12 +251,29 @@ int report_rows_json(FILE *out, const struct journal_action *rows, size_t n)
     return print_json(out, arr);
 }
 
-int report_row_detail_json(FILE *out, const struct journal_action *row)
+int report_row_detail_json(FILE *out, const struct journal_action *row, const struct journal_step *steps,
+                           size_t n_steps)
 {
-    return print_json(out, row_json(row));
+    cJSON *o = row_json(row);
+    cJSON *arr = cJSON_AddArrayToObject(o, "steps");
+    char when[32];
+
+    for (size_t i = 0; i < n_steps && arr != NULL; i++) {
+        cJSON *step = cJSON_CreateObject();
+
+        cJSON_AddNumberToObject(step, "seq", steps[i].seq);
+        cJSON_AddStringToObject(step, "name", steps[i].name ? steps[i].name : "");
+        cJSON_AddStringToObject(step, "outcome", steps[i].outcome ? steps[i].outcome : "");
+        if (steps[i].detail != NULL)
+            cJSON_AddStringToObject(step, "detail", steps[i].detail);
+        cJSON_AddStringToObject(step, "at", format_utc(steps[i].at, when, sizeof(when)));
+        cJSON_AddItemToArray(arr, step);
+    }
+    return print_json(out, o);
 }
 
-void report_row_detail_text(FILE *out, const struct journal_action *a)
+void report_row_detail_text(FILE *out, const struct journal_action *a, const struct journal_step *steps,
+                            size_t n_steps)
 {
     char when[32];
 
@@ -282,4 +299,9 @@ void report_row_detail_text(FILE *out, const struct journal_action *a)
     if (a->last_error != NULL)
         fprintf(out, "  note:       %s\n", a->last_error);
     fprintf(out, "  evidence:   %s\n", or_dash(a->evidence));
+    if (n_steps > 0)
+        fprintf(out, "  steps:\n");
+    for (size_t i = 0; i < n_steps; i++)
+        fprintf(out, "    %d. %-20s %-8s %s\n", steps[i].seq, or_dash(steps[i].name), or_dash(steps[i].outcome),
+                or_dash(steps[i].detail));
 }

@@ -15,7 +15,10 @@ int report_pass_json(FILE *out, const struct pass_result *r, const struct policy
 
 void report_rows_text(FILE *out, const struct journal_action *rows, size_t n);
 int report_rows_json(FILE *out, const struct journal_action *rows, size_t n);
-void report_row_detail_text(FILE *out, const struct journal_action *row);
-int report_row_detail_json(FILE *out, const struct journal_action *row);
+/* One journal row with its recorded steps (steps may be NULL when n_steps is 0). */
+void report_row_detail_text(FILE *out, const struct journal_action *row, const struct journal_step *steps,
+                            size_t n_steps);
+int report_row_detail_json(FILE *out, const struct journal_action *row, const struct journal_step *steps,
+                           size_t n_steps);
 
 #endif

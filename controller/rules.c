@@ -60,6 +60,10 @@ const struct policy_rule_common *rules_policy(const struct policy *p, const char
         return &p->system_gc.common;
     if (strcmp(rule, RULE_DOWN_NODES) == 0)
         return &p->down_nodes.common;
+    if (strcmp(rule, RULE_NETNS_LEAKS) == 0)
+        return &p->netns_leaks.common;
+    if (strcmp(rule, RULE_PORT_CONFLICTS) == 0)
+        return &p->port_conflicts;
     return NULL;
 }
 
@@ -354,9 +358,183 @@ static int assess_down_nodes(const struct snapshot *s, const struct policy *p, s
     return 0;
 }
 
+/* What Nomad says of an allocation the host names: its status, "absent", or NULL when unknown. */
+static const char *node_alloc_status(const struct snapshot *s, const char *alloc_id, int *leaked,
+                                     const struct snap_lookup **failed)
+{
+    const struct snap_alloc *alloc = snapshot_find_alloc(s, alloc_id);
+    const struct snap_lookup *lookup;
+
+    *leaked = 0;
+    *failed = NULL;
+    if (alloc != NULL) {
+        *leaked = alloc_status_is_terminal(alloc->client_status);
+        return alloc_status_name(alloc->client_status);
+    }
+    lookup = snapshot_find_lookup(s, alloc_id);
+    if (lookup == NULL)
+        return NULL;
+    if (lookup->state == LOOKUP_NOT_FOUND) {
+        *leaked = 1;
+        return "absent";
+    }
+    if (lookup->state == LOOKUP_FOUND) {
+        *leaked = alloc_status_is_terminal(lookup->client_status);
+        return alloc_status_name(lookup->client_status);
+    }
+    *failed = lookup;
+    return "unknown";
+}
+
+static int node_reads_ok(const struct snapshot *s, struct rule_status *st)
+{
+    if (s->node_id[0] == '\0')
+        return skip_rule(s, st, "node id") == 0 ? 0 : -1;
+    if (!s->allocs_ok)
+        return skip_rule(s, st, "node allocations") == 0 ? 0 : -1;
+    for (int i = 0; i < HOST_SRC_COUNT; i++) {
+        if (!s->host.sources[i].ok) {
+            char name[64];
+
+            snprintf(name, sizeof(name), "host %s", s->host.sources[i].name);
+            return skip_rule(s, st, name) == 0 ? 0 : -1;
+        }
+    }
+    return 1;
+}
+
+static int assess_netns_leaks(const struct snapshot *s, const struct policy *p, struct assessment *a,
+                              struct rule_status *st)
+{
+    char (*ids)[HOST_ID_LEN + 1] = NULL;
+    size_t n_ids = 0;
+    int rc;
+
+    st->rule = RULE_NETNS_LEAKS;
+    st->enabled = p->netns_leaks.common.enabled;
+    if (!st->enabled)
+        return 0;
+    rc = node_reads_ok(s, st);
+    if (rc <= 0)
+        return rc;
+    st->evaluated = 1;
+
+    if (host_inventory_alloc_ids(&s->host, &ids, &n_ids) != 0)
+        return -1;
+    for (size_t i = 0; i < n_ids; i++) {
+        const struct snap_lookup *failed;
+        const char *status;
+        struct finding *f;
+        int leaked;
+
+        status = node_alloc_status(s, ids[i], &leaked, &failed);
+        /* Pending, running, unknown and any status this version does not know are left alone. */
+        if (status == NULL || (!leaked && failed == NULL))
+            continue;
+
+        f = new_finding(a, RULE_NETNS_LEAKS, ids[i]);
+        if (f == NULL || (f->alloc_id = strdup(ids[i])) == NULL ||
+            set_action(f, &action_netns_clear, ids[i]) != 0)
+            goto oom;
+        cJSON_Delete(f->evidence);
+        f->evidence = host_inventory_alloc_json(&s->host, ids[i]);
+        if (f->evidence == NULL)
+            goto oom;
+        cJSON_AddStringToObject(f->evidence, "alloc_status", status);
+        cJSON_AddStringToObject(f->evidence, "node_id", s->node_id);
+        if (failed != NULL) {
+            f->failed_read = format_text("allocation %s: %s", ids[i], failed->error ? failed->error : "lookup failed");
+            f->reason = format_text("allocation %s could not be read, so whether its network state on "
+                                    "this host is leaked is unknown", ids[i]);
+        } else if (strcmp(status, "absent") == 0) {
+            f->reason = format_text("allocation %s no longer exists in Nomad (404), but its network "
+                                    "state is still on this host", ids[i]);
+        } else {
+            f->reason = format_text("allocation %s is %s (client-terminal), but its network state is "
+                                    "still on this host", ids[i], status);
+        }
+        f->basis = format_text("allocation %s %s", ids[i], status);
+        if (f->reason == NULL || f->basis == NULL)
+            goto oom;
+    }
+    free(ids);
+    return 0;
+
+oom:
+    free(ids);
+    return -1;
+}
+
+static int assess_port_conflicts(const struct snapshot *s, const struct policy *p, struct assessment *a,
+                                 struct rule_status *st)
+{
+    int rc;
+
+    st->rule = RULE_PORT_CONFLICTS;
+    st->enabled = p->port_conflicts.enabled;
+    if (!st->enabled)
+        return 0;
+    rc = node_reads_ok(s, st);
+    if (rc <= 0)
+        return rc;
+    st->evaluated = 1;
+
+    for (size_t i = 0; i < s->host.n_conflicts; i++) {
+        const struct host_port_conflict *c = &s->host.conflicts[i];
+        const struct snap_lookup *failed;
+        const char *winner_status;
+        char subject[64];
+        struct finding *f;
+        cJSON *shadowed;
+        int winner_leaked;
+
+        snprintf(subject, sizeof(subject), "%s/%d", c->protocol, c->port);
+        f = new_finding(a, RULE_PORT_CONFLICTS, subject);
+        if (f == NULL)
+            return -1;
+        winner_status = node_alloc_status(s, c->effective_alloc, &winner_leaked, &failed);
+        if (winner_status == NULL)
+            winner_status = "not known to Nomad on this node";
+        cJSON_AddStringToObject(f->evidence, "protocol", c->protocol);
+        cJSON_AddNumberToObject(f->evidence, "host_port", c->port);
+        cJSON_AddStringToObject(f->evidence, "effective_alloc", c->effective_alloc);
+        cJSON_AddStringToObject(f->evidence, "effective_alloc_status", winner_status);
+        if (c->effective_dnat != NULL)
+            cJSON_AddStringToObject(f->evidence, "effective_dnat", c->effective_dnat);
+        shadowed = cJSON_AddArrayToObject(f->evidence, "shadowed");
+        for (size_t k = 0; k < c->n_shadowed && shadowed != NULL; k++) {
+            cJSON *o = cJSON_CreateObject();
+            int leaked;
+            const char *status = node_alloc_status(s, c->shadowed[k].alloc_id, &leaked, &failed);
+
+            cJSON_AddStringToObject(o, "alloc_id", c->shadowed[k].alloc_id);
+            cJSON_AddStringToObject(o, "alloc_status", status ? status : "not known to Nomad on this node");
+            if (c->shadowed[k].dnat_to != NULL)
+                cJSON_AddStringToObject(o, "dnat_to", c->shadowed[k].dnat_to);
+            cJSON_AddItemToArray(shadowed, o);
+        }
+        f->reason = format_text("host port %s/%d is mapped by %zu allocations; the first rule, of "
+                                "allocation %s (%s), wins%s%s%s", c->protocol, c->port, c->n_shadowed + 1,
+                                c->effective_alloc, winner_status,
+                                c->n_shadowed > 0 ? " over allocation " : "",
+                                c->n_shadowed > 0 ? c->shadowed[0].alloc_id : "",
+                                winner_leaked ? "; netns_leaks removes the leaked allocation's rules" : "");
+        f->basis = format_text("port %s/%d won by %s", c->protocol, c->port, c->effective_alloc);
+        if (f->reason == NULL || f->basis == NULL)
+            return -1;
+    }
+    return 0;
+}
+
 int rules_assess(const struct snapshot *s, const struct policy *p, struct assessment *out)
 {
     memset(out, 0, sizeof(*out));
+    if (s->node_scope) {
+        if (assess_netns_leaks(s, p, out, &out->rules[0]) != 0 ||
+            assess_port_conflicts(s, p, out, &out->rules[1]) != 0)
+            return -1;
+        return 0;
+    }
     if (assess_orphans(s, p, out, &out->rules[0]) != 0 || assess_gc(s, p, out, &out->rules[1]) != 0 ||
         assess_down_nodes(s, p, out, &out->rules[2]) != 0)
         return -1;

@@ -19,6 +19,9 @@
 #define RULE_ORPHAN_SERVICES "orphan_services"
 #define RULE_SYSTEM_GC "system_gc"
 #define RULE_DOWN_NODES "down_nodes"
+#define RULE_NETNS_LEAKS "netns_leaks"
+#define RULE_PORT_CONFLICTS "port_conflicts"
+#define RULE_COUNT 5
 
 /* What became of a proposed action in this pass. */
 enum outcome {
@@ -67,10 +70,14 @@ struct rule_status {
 struct assessment {
     struct finding *findings;
     size_t n, cap;
-    struct rule_status rules[3];
+    struct rule_status rules[RULE_COUNT];
 };
 
-/* Run every enabled rule over s. Returns 0, or -1 on allocation failure. */
+/*
+ * Run every enabled rule of the snapshot's scope over s (cluster rules for a
+ * cluster snapshot, netns_leaks and port_conflicts for a node snapshot).
+ * Returns 0, or -1 on allocation failure.
+ */
 int rules_assess(const struct snapshot *s, const struct policy *p, struct assessment *out);
 void assessment_free(struct assessment *a);
 

@@ -41,6 +41,8 @@ void snapshot_free(struct snapshot *s)
     free(s->services);
     free(s->lookups);
     free(s->leader);
+    if (s->host_read)
+        host_inventory_free(&s->host);
     memset(s, 0, sizeof(*s));
 }
 

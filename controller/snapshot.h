@@ -12,6 +12,8 @@
 
 #include <stddef.h>
 
+#include "host.h"
+
 #define UUID_LEN 36
 
 enum alloc_status {
@@ -114,6 +116,12 @@ struct snapshot {
 
     struct snap_lookup *lookups;   /* sorted by alloc_id */
     size_t n_lookups, cap_lookups;
+
+    /* Node scope: allocs holds this node's allocations, lookups the others the host names. */
+    int node_scope;
+    char node_id[UUID_LEN + 1];    /* "" until known */
+    int host_read;                 /* host was filled by host_inventory_read() */
+    struct host_inventory host;
 };
 
 void snapshot_init(struct snapshot *s);

@@ -63,6 +63,7 @@ void policy_force_mode(struct policy *p, enum policy_mode mode)
     p->orphan_services.common.mode = mode;
     p->system_gc.common.mode = mode;
     p->down_nodes.common.mode = mode;
+    p->netns_leaks.common.mode = mode;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -410,10 +411,42 @@ static const struct setting_spec down_nodes_settings[] = {
     END,
 };
 
+static const struct setting_spec netns_leaks_settings[] = {
+    {"enabled", KIND_BOOL, AT(netns_leaks.common.enabled), NO_BOUNDS, NULL},
+    {"mode", KIND_MODE, AT(netns_leaks.common.mode), NO_BOUNDS, NULL},
+    {"grace", KIND_DURATION, AT(netns_leaks.grace_s), 0, LONG_MAX, NULL},
+    {"rate_limit", KIND_RATE, AT(netns_leaks.common.rate_limit), NO_BOUNDS, NULL},
+    {"cooldown", KIND_DURATION, AT(netns_leaks.common.cooldown_s), 0, LONG_MAX, NULL},
+    END,
+};
+
+static const struct setting_spec port_conflicts_settings[] = {
+    {"enabled", KIND_BOOL, AT(port_conflicts.enabled), NO_BOUNDS, NULL},
+    END,
+};
+
 static const struct setting_spec rules_settings[] = {
     {"orphan_services", KIND_GROUP, 0, NO_BOUNDS, orphan_services_settings},
     {"system_gc", KIND_GROUP, 0, NO_BOUNDS, system_gc_settings},
     {"down_nodes", KIND_GROUP, 0, NO_BOUNDS, down_nodes_settings},
+    {"netns_leaks", KIND_GROUP, 0, NO_BOUNDS, netns_leaks_settings},
+    {"port_conflicts", KIND_GROUP, 0, NO_BOUNDS, port_conflicts_settings},
+    END,
+};
+
+static const struct setting_spec node_settings[] = {
+    {"node_id", KIND_STRING, AT(node_id), NO_BOUNDS, NULL},
+    {"netns_dir", KIND_PATH, AT(host.netns_dir), NO_BOUNDS, NULL},
+    {"cni_cache_dir", KIND_PATH, AT(host.cni_cache_dir), NO_BOUNDS, NULL},
+    {"ipam_dir", KIND_PATH, AT(host.ipam_dir), NO_BOUNDS, NULL},
+    {"ipam_dir_legacy", KIND_PATH, AT(host.ipam_dir_legacy), NO_BOUNDS, NULL},
+    {"network", KIND_PATH, AT(host.network_name), NO_BOUNDS, NULL},
+    {"bridge", KIND_PATH, AT(host.bridge_name), NO_BOUNDS, NULL},
+    {"cni_path", KIND_PATH, AT(host.cni_path), NO_BOUNDS, NULL},
+    {"iptables", KIND_PATH, AT(host.iptables), NO_BOUNDS, NULL},
+    {"iptables_save", KIND_PATH, AT(host.iptables_save), NO_BOUNDS, NULL},
+    {"ip", KIND_PATH, AT(host.ip_command), NO_BOUNDS, NULL},
+    {"command_timeout", KIND_TIMEOUT, AT(host.command_timeout_ms), 100, 600000, NULL},
     END,
 };
 
@@ -423,6 +456,7 @@ static const struct setting_spec top_settings[] = {
     {"log", KIND_GROUP, 0, NO_BOUNDS, log_settings},
     {"controller", KIND_GROUP, 0, NO_BOUNDS, controller_settings},
     {"rules", KIND_GROUP, 0, NO_BOUNDS, rules_settings},
+    {"node", KIND_GROUP, 0, NO_BOUNDS, node_settings},
     END,
 };
 
@@ -519,6 +553,26 @@ static int set_builtin_defaults(struct policy *p)
     /* Nomad already waited the heartbeat TTL plus heartbeat_grace before it
      * marked the node down, and the finding is advisory only. */
     p->down_nodes.min_down_s = 0;
+
+    /* Node scope. Paths follow Nomad's client defaults (bridge_network_name
+     * "nomad", IPAM dataDir /var/run/cni since 1.9.4, libcni's cache under
+     * /var/lib/cni/results) and Debian's plugin directory. */
+    host_paths_defaults(&p->host);
+    if (p->host.netns_dir == NULL || p->host.ip_command == NULL)
+        return -1;
+    p->netns_leaks.common.enabled = 1;
+    p->netns_leaks.common.mode = MODE_UNSET;
+    /* A client that is restarting re-creates or tears down its allocations'
+     * networks within seconds to a minute; 5m leaves that alone, and the
+     * allocation must also be terminal or gone in Nomad. */
+    p->netns_leaks.grace_s = 5 * 60;
+    /* Each removal runs the CNI plugins and iptables; 30 an hour clears the
+     * leaks of a client crash in minutes while bounding a wrong judgement. */
+    p->netns_leaks.common.rate_limit = (struct policy_rate){30, 3600};
+    /* One allocation's state is removed once; if parts come back, the next
+     * attempt waits 10 minutes instead of looping. */
+    p->netns_leaks.common.cooldown_s = 10 * 60;
+    p->port_conflicts.enabled = 1;
     return 0;
 }
 
@@ -565,6 +619,8 @@ void policy_free(struct policy *p)
     free(p->journal_path);
     free(p->pause_file);
     free(p->log_level);
+    free(p->node_id);
+    host_paths_free(&p->host);
     memset(p, 0, sizeof(*p));
 }
 

@@ -31,6 +31,7 @@
 
 #include <stddef.h>
 
+#include "../controller/host.h"
 #include "../controller/nomad.h"
 
 enum policy_mode {
@@ -65,6 +66,11 @@ struct policy_system_gc {
     long min_terminal_evals;        /* ... or terminal evaluations reach this one */
 };
 
+struct policy_netns_leaks {
+    struct policy_rule_common common;
+    long grace_s;                   /* how long an allocation's network state must stay leaked before removal */
+};
+
 struct policy_down_nodes {
     /* Advisory only for now: mode and limits are unused, and the file accepts only enabled and min_down. */
     struct policy_rule_common common;
@@ -91,6 +97,12 @@ struct policy {
     struct policy_orphan_services orphan_services;
     struct policy_system_gc system_gc;
     struct policy_down_nodes down_nodes;
+
+    /* Node scope. */
+    char *node_id;                  /* this host's Nomad node ID; NULL: read from the local agent */
+    struct host_paths host;         /* where the client's network state lives */
+    struct policy_netns_leaks netns_leaks;
+    struct policy_rule_common port_conflicts;   /* advisory only: enabled is all that is used */
 };
 
 /*

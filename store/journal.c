@@ -26,7 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define BUSY_TIMEOUT_MS 5000
 
 #ifndef NOMAD_MEDIC_VERSION
@@ -129,6 +129,16 @@ static const char *const migrations[SCHEMA_VERSION] = {
     "  name TEXT PRIMARY KEY NOT NULL,"
     "  tokens REAL NOT NULL,"
     "  updated_at INTEGER NOT NULL"
+    ");",
+    /* 1 -> 2: the steps of multi-step actions (netns_clear). */
+    "CREATE TABLE action_steps ("
+    "  action_id INTEGER NOT NULL REFERENCES actions(id) ON DELETE CASCADE,"
+    "  seq INTEGER NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  outcome TEXT NOT NULL CHECK (outcome IN ('ok', 'skipped', 'failed')),"
+    "  detail TEXT,"
+    "  at INTEGER NOT NULL,"
+    "  PRIMARY KEY (action_id, seq)"
     ");",
 };
 
@@ -1547,4 +1557,100 @@ fail:
     if (take)
         journal_rollback(j);
     return rc;
+}
+
+/* ---- steps of multi-step actions ---- */
+
+int journal_step_add(struct journal *j, long long action_id, const char *name, const char *outcome,
+                     const char *detail, long long now, char *err, size_t errsz)
+{
+    static const char operation[] = "recording an action step";
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    rc = prepare(j,
+                 "INSERT INTO action_steps (action_id, seq, name, outcome, detail, at) "
+                 "VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM action_steps WHERE action_id = ?1), "
+                 "?2, ?3, ?4, ?5)",
+                 operation, &st, err, errsz);
+    if (rc != JOURNAL_OK)
+        return rc;
+    if (sqlite3_bind_int64(st, 1, action_id) || bind_text(st, 2, name) || bind_text(st, 3, outcome) ||
+        bind_text(st, 4, detail) || sqlite3_bind_int64(st, 5, now)) {
+        rc = db_err(j, operation, err, errsz);
+        goto out;
+    }
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = db_err(j, operation, err, errsz);
+out:
+    sqlite3_finalize(st);
+    return rc;
+}
+
+void journal_steps_free(struct journal_step *steps, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(steps[i].name);
+        free(steps[i].outcome);
+        free(steps[i].detail);
+    }
+    free(steps);
+}
+
+int journal_steps_list(struct journal *j, long long action_id, struct journal_step **steps, size_t *n,
+                       char *err, size_t errsz)
+{
+    static const char operation[] = "reading action steps";
+    struct journal_step *rows = NULL;
+    sqlite3_stmt *st = NULL;
+    size_t count = 0, cap = 0;
+    int step;
+    int rc;
+
+    *steps = NULL;
+    *n = 0;
+    rc = prepare(j, "SELECT seq, name, outcome, detail, at FROM action_steps WHERE action_id = ?1 "
+                 "ORDER BY seq", operation, &st, err, errsz);
+    if (rc != JOURNAL_OK)
+        return rc;
+    if (sqlite3_bind_int64(st, 1, action_id)) {
+        rc = db_err(j, operation, err, errsz);
+        goto out;
+    }
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        struct journal_step *row;
+
+        if (count == cap) {
+            size_t new_cap = cap ? cap * 2 : 8;
+            struct journal_step *grown = realloc(rows, new_cap * sizeof(*grown));
+
+            if (grown == NULL) {
+                rc = oom_err(j, err, errsz);
+                goto out;
+            }
+            rows = grown;
+            cap = new_cap;
+        }
+        row = &rows[count];
+        memset(row, 0, sizeof(*row));
+        count++;
+        row->seq = sqlite3_column_int(st, 0);
+        row->at = sqlite3_column_int64(st, 4);
+        if (column_dup(st, 1, &row->name) || column_dup(st, 2, &row->outcome) ||
+            column_dup(st, 3, &row->detail)) {
+            rc = oom_err(j, err, errsz);
+            goto out;
+        }
+    }
+    if (step != SQLITE_DONE)
+        rc = db_err(j, operation, err, errsz);
+out:
+    sqlite3_finalize(st);
+    if (rc != JOURNAL_OK) {
+        journal_steps_free(rows, count);
+        return rc;
+    }
+    *steps = rows;
+    *n = count;
+    return JOURNAL_OK;
 }

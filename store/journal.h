@@ -256,4 +256,24 @@ int journal_bucket_take(struct journal *j, const char *name, int capacity, long 
                         long long now, int take, int *allowed, double *tokens_left,
                         char *err, size_t errsz);
 
+/* ---- steps of multi-step actions ---- */
+
+/* One recorded step of an action (netns_clear runs several). Strings owned. */
+struct journal_step {
+    int seq;               /* 1, 2, ... in the order the steps ran */
+    char *name;            /* "cni_del", "netns_remove", ... */
+    char *outcome;         /* "ok", "skipped" or "failed" */
+    char *detail;          /* what was done, or the error and what remains */
+    long long at;
+};
+
+/* Append a step to action_id's record. outcome is "ok", "skipped" or "failed". */
+int journal_step_add(struct journal *j, long long action_id, const char *name, const char *outcome,
+                     const char *detail, long long now, char *err, size_t errsz);
+
+/* The steps of action_id in order. *steps is malloc'd for journal_steps_free(). */
+int journal_steps_list(struct journal *j, long long action_id, struct journal_step **steps, size_t *n,
+                       char *err, size_t errsz);
+void journal_steps_free(struct journal_step *steps, size_t n);
+
 #endif

@@ -1264,6 +1264,43 @@ static void test_list_by_state_mask(void **state)
 
 /* ---- hostile text ---- */
 
+static void test_steps_recorded_in_order(void **state)
+{
+    struct fixture *f = *state;
+    struct journal_action a = sample_action("netns_clear:0b6c2e7d-94a8-4f21-8e53-7c1d9a2f6b02", JS_EXECUTING);
+    struct journal_step *steps = NULL;
+    char err[512] = "";
+    long long id = 0;
+    size_t n = 0;
+
+    assert_rc(JOURNAL_OK, journal_action_insert(f->j, &a, T0, &id, err, sizeof(err)));
+    assert_rc(JOURNAL_OK, journal_step_add(f->j, id, "cni_del", "ok", "4 plugins", T0, err, sizeof(err)));
+    assert_rc(JOURNAL_OK, journal_step_add(f->j, id, "netns_remove", "failed", "EBUSY", T0 + 1, err,
+                                           sizeof(err)));
+    reopen(f);
+    assert_rc(JOURNAL_OK, journal_steps_list(f->j, id, &steps, &n, err, sizeof(err)));
+    assert_int_equal(n, 2);
+    assert_int_equal(steps[0].seq, 1);
+    assert_string_equal(steps[0].name, "cni_del");
+    assert_string_equal(steps[0].outcome, "ok");
+    assert_int_equal(steps[1].seq, 2);
+    assert_string_equal(steps[1].outcome, "failed");
+    assert_string_equal(steps[1].detail, "EBUSY");
+    assert_int_equal(steps[1].at, T0 + 1);
+    journal_steps_free(steps, n);
+}
+
+static void test_step_outcome_checked(void **state)
+{
+    struct fixture *f = *state;
+    struct journal_action a = sample_action("netns_clear:x", JS_EXECUTING);
+    char err[512] = "";
+    long long id = 0;
+
+    assert_rc(JOURNAL_OK, journal_action_insert(f->j, &a, T0, &id, err, sizeof(err)));
+    assert_rc(JOURNAL_ERR, journal_step_add(f->j, id, "cni_del", "maybe", NULL, T0, err, sizeof(err)));
+}
+
 static void test_hostile_strings_round_trip(void **state)
 {
     struct fixture *f = *state;
@@ -1358,6 +1395,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_state_names_round_trip),
+        cmocka_unit_test_setup_teardown(test_steps_recorded_in_order, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_step_outcome_checked, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_open_creates_schema, setup_dir, teardown),
         cmocka_unit_test_setup_teardown(test_open_rejects_newer_version, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_open_readonly_missing_file, setup_dir, teardown),

@@ -633,6 +633,31 @@ static void test_dump_of_defaults(void **state)
         "    enabled = true;\n"
         "    min_down = \"0s\";\n"
         "  };\n"
+        "  netns_leaks = {\n"
+        "    enabled = true;\n"
+        "    # mode is not set: follows controller.mode\n"
+        "    grace = \"5m\";\n"
+        "    rate_limit = \"30/h\";\n"
+        "    cooldown = \"10m\";\n"
+        "  };\n"
+        "  port_conflicts = {\n"
+        "    enabled = true;\n"
+        "  };\n"
+        "};\n"
+        "\n"
+        "node = {\n"
+        "  # node_id is not set\n"
+        "  netns_dir = \"/var/run/netns\";\n"
+        "  cni_cache_dir = \"/var/lib/cni/results\";\n"
+        "  ipam_dir = \"/var/run/cni\";\n"
+        "  ipam_dir_legacy = \"/var/lib/cni/networks\";\n"
+        "  network = \"nomad\";\n"
+        "  bridge = \"nomad\";\n"
+        "  cni_path = \"/opt/cni/bin:/usr/libexec/cni:/usr/lib/cni\";\n"
+        "  iptables = \"iptables\";\n"
+        "  iptables_save = \"iptables-save\";\n"
+        "  ip = \"ip\";\n"
+        "  command_timeout = \"10s\";\n"
         "};\n";
     struct policy p;
     char err[512];
@@ -733,9 +758,9 @@ static const struct error_case error_cases[] = {
 
     /* unknown names */
     {"nomd = { address = \"http://127.0.0.1:4646\"; };\n",
-     ":1: nomd: unknown group; expected one of: nomad, journal, log, controller, rules"},
+     ":1: nomd: unknown group; expected one of: nomad, journal, log, controller, rules, node"},
     {"\nmode = \"enforce\";\n",
-     ":2: mode: unknown setting; expected one of: nomad, journal, log, controller, rules"},
+     ":2: mode: unknown setting; expected one of: nomad, journal, log, controller, rules, node"},
     {"controller = {\n  mode = \"dry-run\";\n  intervl = \"1m\";\n};\n",
      ":3: controller.intervl: unknown setting; expected one of: mode, interval, pause_file, "
      "approval_ttl, rate_limit, breaker"},
@@ -743,7 +768,8 @@ static const struct error_case error_cases[] = {
      ":3: controller.breaker.max_share: unknown setting; expected one of: max_unhealthy_share, "
      "min_nodes"},
     {"rules = {\n  orphans = { enabled = true; };\n};\n",
-     ":2: rules.orphans: unknown group; expected one of: orphan_services, system_gc, down_nodes"},
+     ":2: rules.orphans: unknown group; expected one of: orphan_services, system_gc, down_nodes, netns_leaks, "
+     "port_conflicts"},
     {"rules = {\n  orphan_services = {\n    graze = \"10m\";\n  };\n};\n",
      ":3: rules.orphan_services.graze: unknown setting; expected one of: enabled, mode, grace, "
      "rate_limit, cooldown"},
