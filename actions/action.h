@@ -32,7 +32,7 @@ enum resolve_result {
     RESOLVE_READ_FAILED,   /* try again on the next start */
 };
 
-/* What an action may use while it runs. None of it is owned by the action. */
+/* The clients and paths an action uses while it runs, none of them owned by the action. */
 struct action_env {
     struct nomad_client *client;      /* the Nomad API */
     const struct host_paths *host;    /* node scope: where the host's network state lives */
@@ -57,8 +57,9 @@ struct action_type {
                                    char *why, size_t whysz);
 
     /*
-     * Carry the action out. Returns 0, or -1 with err filled. note may say
-     * "already gone". a->id is the journal row, for actions that record steps.
+     * Carry the action out. Returns 0 with note filled (for example "already
+     * gone"), or -1 with err filled. a->id is the journal row, which actions
+     * that record steps need.
      */
     int (*execute)(const struct action_env *env, const struct journal_action *a, char *note,
                    size_t notesz, char *err, size_t errsz);

@@ -33,7 +33,7 @@ static int namespace_held(const struct host_inventory *inv, const char *target, 
                      "then the next pass removes the rest");
         return 1;
     }
-    /* An unlinked namespace kept alive by a process still holds the veth's peer. */
+    /* A process can keep an unlinked namespace alive; the veth's peer is then still inside it. */
     for (size_t i = 0; i < inv->n_veths; i++) {
         const struct host_veth *v = &inv->veths[i];
 
@@ -92,7 +92,7 @@ static enum recheck_result recheck(const struct action_env *env, const struct jo
     if (result != RECHECK_HOLDS)
         return result;
 
-    /* The host side: nobody may have entered the namespace since the pass looked. */
+    /* The host side: no process may have entered the namespace since the pass read the host. */
     memset(&inv, 0, sizeof(inv));
     if (host_inventory_read(env->host, &inv) != 0) {
         snprintf(why, whysz, "out of memory re-reading the host");
@@ -127,7 +127,12 @@ static int execute(const struct action_env *env, const struct journal_action *a,
     rc = host_cleanup_alloc(env->host, a->target, &report);
     for (size_t i = 0; i < report.n_steps; i++) {
         const struct host_step *st = &report.steps[i];
-        const char *outcome = st->skipped ? "skipped" : st->ok ? "ok" : "failed";
+        const char *outcome = "failed";
+
+        if (st->skipped)
+            outcome = "skipped";
+        else if (st->ok)
+            outcome = "ok";
 
         ok += st->ok && !st->skipped;
         skipped += st->skipped;
@@ -142,6 +147,11 @@ static int execute(const struct action_env *env, const struct journal_action *a,
 
     if (rc == 0) {
         snprintf(note, notesz, "network state removed: %zu step(s) done, %zu had nothing to do", ok, skipped);
+    } else if (rc > 0 && report.complete) {
+        /* A step failed (an unusable cache, say) but the sweep removed everything anyway. */
+        snprintf(note, notesz, "network state removed, though %zu step(s) failed (see the steps); "
+                 "nothing of the allocation is left", failed);
+        rc = 0;
     } else if (rc > 0) {
         char *remaining = report.remaining ? cJSON_PrintUnformatted(report.remaining) : NULL;
 

@@ -1,10 +1,12 @@
 /* The commands that run a pass: run, once, plan. */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "execute.h"
@@ -129,6 +131,11 @@ static struct source *offline_source(const char *path)
     char err[1024];
     struct source *src;
 
+    if (access(path, F_OK) != 0) {
+        fprintf(stderr, "nomad-medic: %s: %s; pass a directory written by nomad-medic capture, or a "
+                "nomad operator debug bundle (folder or .tar.gz)\n", path, strerror(errno));
+        return NULL;
+    }
     if (source_is_capture_dir(path))
         src = source_capture_reader_new(path, err, sizeof(err));
     else
@@ -146,7 +153,7 @@ static int plan_incomplete(const struct pass_result *r)
 {
     const struct assessment *as = &r->assessment;
 
-    if (!r->snapshot.leader_ok || !r->snapshot.nodes_ok)
+    if (!r->snapshot.leader_ok || (!r->snapshot.node_scope && !r->snapshot.nodes_ok))
         return 1;
     for (size_t i = 0; i < sizeof(as->rules) / sizeof(as->rules[0]); i++) {
         const struct rule_status *st = &as->rules[i];

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 
@@ -61,6 +62,12 @@ static int record(struct exec_context *ctx, struct finding *f, enum journal_stat
 int execute_record_blocked(struct exec_context *ctx, struct finding *f, char *err, size_t errsz)
 {
     return record(ctx, f, JS_BLOCKED, err, errsz);
+}
+
+/* The pass clock is the time of the observation; execution rows record when they really happened. */
+static long long wall_now(void)
+{
+    return (long long)time(NULL);
 }
 
 /* Test hook: die right after the `executing` commit, to prove recovery never repeats blindly. */
@@ -123,14 +130,14 @@ static int run_action(struct exec_context *ctx, struct finding *f, long long app
     }
     if (approved_id != 0) {
         rc = journal_action_transition(ctx->journal, approved_id, JS_APPROVED, JS_EXECUTING, NULL,
-                                       NULL, ctx->now, err, errsz);
+                                       NULL, wall_now(), err, errsz);
         f->action_id = approved_id;
     } else {
         evidence = cJSON_PrintUnformatted(f->evidence);
         row_from_finding(f, rule_mode_name(ctx, f), JS_EXECUTING, evidence, &row);
         row.pass_id = ctx->pass_id;
         row.last_error = NULL;
-        rc = journal_action_insert(ctx->journal, &row, ctx->now, &f->action_id, err, errsz);
+        rc = journal_action_insert(ctx->journal, &row, wall_now(), &f->action_id, err, errsz);
         free(evidence);
     }
     if (rc != JOURNAL_OK)
@@ -149,7 +156,7 @@ static int run_action(struct exec_context *ctx, struct finding *f, long long app
     env.client = ctx->client;
     env.host = ctx->host;
     env.journal = ctx->journal;
-    env.now = ctx->now;
+    env.now = wall_now();
     rr = f->action->recheck(&env, &row, why, sizeof(why));
     if (rr != RECHECK_HOLDS) {
         snprintf(failure, sizeof(failure), "not sent: %s: %s",
@@ -168,14 +175,14 @@ static int run_action(struct exec_context *ctx, struct finding *f, long long app
         log_info("execute", "action id=%lld kind=%s target=%s state=succeeded: %s", f->action_id,
                  f->action->name, f->target, note);
         rc = journal_action_transition(ctx->journal, f->action_id, JS_EXECUTING, JS_SUCCEEDED, note,
-                                       NULL, ctx->now, err, errsz);
+                                       NULL, wall_now(), err, errsz);
     } else {
         f->outcome = OUTCOME_FAILED;
         set_detail(f, failure);
         log_error("execute", "action id=%lld kind=%s target=%s state=failed: %s", f->action_id,
                   f->action->name, f->target, failure);
         rc = journal_action_transition(ctx->journal, f->action_id, JS_EXECUTING, JS_FAILED, failure,
-                                       NULL, ctx->now, err, errsz);
+                                       NULL, wall_now(), err, errsz);
     }
     return rc == JOURNAL_OK ? 0 : -1;
 
@@ -220,7 +227,7 @@ static int queue_for_approval(struct exec_context *ctx, struct finding *f, struc
     return 0;
 }
 
-/* What a plan says for f without writing anything. */
+/* Decide the outcome a plan reports for f, writing and sending nothing. */
 static int plan_outcome(struct exec_context *ctx, struct finding *f, enum policy_mode mode,
                         char *err, size_t errsz)
 {
@@ -255,12 +262,52 @@ static int plan_outcome(struct exec_context *ctx, struct finding *f, enum policy
     return 0;
 }
 
+/*
+ * An operator's rejection stands while the evidence is the same: the action
+ * is blocked rather than queued or run again. Returns 1 when f was blocked,
+ * 0 when no rejection applies, -1 on a journal error.
+ */
+static int check_rejected(struct exec_context *ctx, struct finding *f, char *err, size_t errsz)
+{
+    struct journal_action last;
+    char when[32];
+    char detail[512];
+    int rc;
+
+    if (ctx->journal == NULL)
+        return 0;
+    rc = journal_action_latest_decision(ctx->journal, f->idem_key, &last, err, errsz);
+    if (rc == JOURNAL_NOT_FOUND)
+        return 0;
+    if (rc != JOURNAL_OK)
+        return -1;
+    rc = 0;
+    if (last.state == JS_REJECTED && last.basis != NULL && f->basis != NULL &&
+        strcmp(last.basis, f->basis) == 0) {
+        snprintf(detail, sizeof(detail), "rejected as action %lld by %s at %s; it is proposed again "
+                 "only when its evidence changes", last.id, last.decided_by ? last.decided_by : "?",
+                 format_utc(last.decided_at, when, sizeof(when)));
+        f->outcome = OUTCOME_BLOCKED;
+        f->blocked_by = "rejected";
+        set_detail(f, detail);
+        rc = 1;
+    }
+    journal_action_free(&last);
+    return rc;
+}
+
 int execute_finding(struct exec_context *ctx, struct finding *f, char *err, size_t errsz)
 {
     enum policy_mode mode = policy_rule_mode(ctx->policy, rules_policy(ctx->policy, f->rule));
     struct journal_action open;
     int have_open;
     int rc;
+
+    rc = check_rejected(ctx, f, err, errsz);
+    if (rc < 0)
+        return -1;
+    if (rc == 1)
+        return ctx->read_only ? 0 : execute_record_blocked(ctx, f, err, errsz);
 
     if (ctx->read_only || ctx->journal == NULL || ctx->client == NULL)
         return plan_outcome(ctx, f, mode, err, errsz);
@@ -387,7 +434,12 @@ int execute_resolve_interrupted(struct journal *j, const char *scope, struct nom
                      rows[i].id, rows[i].kind, rows[i].target, note);
             continue;
         }
-        to = rr == RESOLVE_DONE ? JS_SUCCEEDED : rr == RESOLVE_NOT_DONE ? JS_FAILED : JS_UNKNOWN;
+        if (rr == RESOLVE_DONE)
+            to = JS_SUCCEEDED;
+        else if (rr == RESOLVE_NOT_DONE)
+            to = JS_FAILED;
+        else
+            to = JS_UNKNOWN;
         log_warn("execute", "action id=%lld kind=%s target=%s interrupted by a restart, now %s: %s",
                  rows[i].id, rows[i].kind, rows[i].target, journal_state_name(to), note);
         if (journal_action_transition(j, rows[i].id, JS_EXECUTING, to, note, NULL, now, err, errsz) ==

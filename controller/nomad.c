@@ -1247,7 +1247,11 @@ static void finish_attempt(const struct nomad_client *client, struct transfer *x
     body_excerpt(resp->body, resp->body_len, excerpt, sizeof(excerpt));
     resp->result = status == 500 && is_no_leader_body(resp->body) ? NOMAD_ERR_NO_LEADER
                                                                    : NOMAD_ERR_STATUS;
-    if (excerpt[0] != '\0')
+    if (status == 403)
+        snprintf(resp->error, sizeof(resp->error), "%s %.*s: status 403: %s; check that NOMAD_TOKEN "
+                 "(or nomad.token) is set and that its ACL policy allows this endpoint", method,
+                 path_len, path, excerpt[0] != '\0' ? excerpt : "Permission denied");
+    else if (excerpt[0] != '\0')
         snprintf(resp->error, sizeof(resp->error), "%s %.*s: status %ld: %s", method, path_len,
                  path, status, excerpt);
     else

@@ -247,7 +247,7 @@ static int add_service(struct snapshot *s, const cJSON *item)
     copy_id(r->node_id, json_string(item, "NodeID"));
     r->job_id = dup_or_null(json_string(item, "JobID"));
     if (r->id == NULL || r->service_name == NULL || r->namespace_name == NULL) {
-        /* A registration without these cannot be addressed; skip it but say so. */
+        /* A registration without these cannot be addressed, so it is skipped with a warning. */
         log_warn("observe", "skipping a service registration without ID, ServiceName or Namespace");
         free(r->id);
         free(r->service_name);

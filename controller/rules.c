@@ -155,7 +155,7 @@ static int set_action(struct finding *f, const struct action_type *action, const
 
 /*
  * Decide one registration. Only a client-terminal status or a 404 makes it
- * an orphan; a node's state never does, and neither does desired status
+ * an orphan. A node's state never does, and neither does desired status
  * stop on a live allocation. Returns 0, or -1 on allocation failure.
  */
 static int assess_registration(const struct snapshot *s, const struct snap_service *r,
@@ -358,7 +358,7 @@ static int assess_down_nodes(const struct snapshot *s, const struct policy *p, s
     return 0;
 }
 
-/* What Nomad says of an allocation the host names: its status, "absent", or NULL when unknown. */
+/* Nomad's status for an allocation the host names: its client status, "absent", or NULL when never read. */
 static const char *node_alloc_status(const struct snapshot *s, const char *alloc_id, int *leaked,
                                      const struct snap_lookup **failed)
 {

@@ -3,7 +3,7 @@
  * use. A snapshot is built by observe_cluster() and not changed afterwards.
  *
  * Every read that went into it is listed in reads[], with whether it
- * succeeded; the *_ok flags say whether a whole list was read completely
+ * succeeded. The *_ok flags are 1 only when a whole list was read completely
  * (every page, a known leader, valid JSON). Rules and guards consult them so
  * that nothing destructive rests on a failed or partial read.
  */
@@ -117,7 +117,7 @@ struct snapshot {
     struct snap_lookup *lookups;   /* sorted by alloc_id */
     size_t n_lookups, cap_lookups;
 
-    /* Node scope: allocs holds this node's allocations, lookups the others the host names. */
+    /* Node scope: allocs contains this node's allocations, lookups the others the host names. */
     int node_scope;
     char node_id[UUID_LEN + 1];    /* "" until known */
     int host_read;                 /* host was filled by host_inventory_read() */

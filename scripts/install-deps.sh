@@ -5,7 +5,8 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   libcurl4-openssl-dev libcjson-dev libconfig-dev libsqlite3-dev libarchive-dev
-  libcmocka-dev python3 sqlite3
+  libcmocka-dev python3 sqlite3 libssl-dev
+  containernetworking-plugins iptables nftables iproute2
 )
 
 run_as_root() {

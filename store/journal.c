@@ -1278,6 +1278,28 @@ out:
     return rc;
 }
 
+int journal_action_latest_decision(struct journal *j, const char *idem_key, struct journal_action *out,
+                                   char *err, size_t errsz)
+{
+    static const char operation[] = "reading the last decision on an action";
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    rc = prepare(j, "SELECT " ACTION_COLUMNS " FROM actions WHERE idem_key = ?1 AND decided_at > 0 "
+                 "ORDER BY id DESC LIMIT 1", operation, &st, err, errsz);
+    if (rc != JOURNAL_OK)
+        return rc;
+    if (bind_text(st, 1, idem_key)) {
+        rc = db_err(j, operation, err, errsz);
+        goto out;
+    }
+    rc = get_one(j, st, out, operation, err, errsz);
+out:
+    sqlite3_finalize(st);
+    return rc;
+}
+
 int journal_action_find_open(struct journal *j, const char *idem_key, struct journal_action *out,
                              char *err, size_t errsz)
 {

@@ -214,6 +214,14 @@ int journal_action_decide(struct journal *j, long long id, int approve, const ch
 int journal_action_get(struct journal *j, long long id, struct journal_action *out,
                        char *err, size_t errsz);
 
+/*
+ * The newest row for idem_key that an operator approved or rejected, so a
+ * rejection can keep the same action from being queued again.
+ * JOURNAL_NOT_FOUND when no decision was ever made on the key.
+ */
+int journal_action_latest_decision(struct journal *j, const char *idem_key, struct journal_action *out,
+                                   char *err, size_t errsz);
+
 /* The open row for idem_key, if any. JOURNAL_NOT_FOUND when there is none. */
 int journal_action_find_open(struct journal *j, const char *idem_key, struct journal_action *out,
                              char *err, size_t errsz);

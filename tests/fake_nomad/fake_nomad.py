@@ -1832,6 +1832,9 @@ class NomadApi:
 class FakeNomadServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # The client opens up to 8 connections at once; the default backlog of 5
+    # overflows and stalls a pass for a second.
+    request_queue_size = 128
 
     def __init__(self, address, verbose=False):
         super().__init__(address, Handler)
@@ -1848,6 +1851,8 @@ class FakeNomadServer(ThreadingHTTPServer):
 
 
 class Handler(BaseHTTPRequestHandler):
+    # Small responses on a kept-alive connection would otherwise wait for a delayed ACK.
+    disable_nagle_algorithm = True
     protocol_version = "HTTP/1.1"
     server_version = "fake_nomad"
 

@@ -50,6 +50,20 @@ class Approval(MedicTestCase):
         # Approving a rejected action is refused.
         proc = self.medic("actions", "approve", str(chosen["id"]), "--db", self.db, expect=1)
         self.assertIn("cannot approve", proc.stderr)
+        # The rejection stands: the same action is not queued again while its evidence is the same.
+        requeued = [r for r in self.pending() if r["target"] == chosen["target"]]
+        self.assertEqual(requeued, [])
+        blocked = self.journal_rows("state = 'blocked' AND blocked_by = 'rejected'")
+        self.assertEqual([r["target"] for r in blocked], [chosen["target"]])
+
+    def test_rejection_holds_in_enforce_mode(self):
+        self.medic("once", "--config", self.policy(mode="approve"))
+        chosen = self.pending()[0]
+        self.medic("actions", "reject", str(chosen["id"]), "--db", self.db)
+        self.medic("once", "--config", self.policy(mode="enforce", name="enforce.conf"))
+        deleted = self.deletes()
+        self.assertNotIn((chosen["namespace"], chosen["target"]), deleted)
+        self.assertEqual(len(deleted), len(scenarios.orphan_ids(self.data)) - 1)
 
     def test_approval_expires(self):
         config = self.policy(mode="approve", approval_ttl="1s")
