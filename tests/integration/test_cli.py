@@ -26,9 +26,13 @@ class CommandLine(MedicTestCase):
         proc = self.medic("plan", "--mode", "yolo", expect=1)
         self.assertIn('invalid --mode "yolo"', proc.stderr)
 
-    def test_node_scope_not_available(self):
-        proc = self.medic("once", "--scope", "node", expect=1)
-        self.assertIn("--scope node", proc.stderr)
+    def test_invalid_scope(self):
+        proc = self.medic("once", "--scope", "galaxy", expect=1)
+        self.assertIn('invalid --scope "galaxy"', proc.stderr)
+
+    def test_capture_has_no_node_scope(self):
+        proc = self.medic("capture", self.tmp + "/cap", "--scope", "node", expect=1)
+        self.assertIn("--scope node goes with run, once or plan", proc.stderr)
 
     def test_token_never_logged(self):
         self.nomad.load(scenarios.two_namespaces(acl_token="tok-abc-123"))

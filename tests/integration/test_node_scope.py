@@ -51,9 +51,10 @@ class NodeScope(MedicTestCase):
 
     def serve(self):
         self.nomad.load({"nodes": [{"ID": NODE_ID, "Name": "client-1", "Status": "ready"}],
-                         "allocations": self.allocs})
+                         "allocations": self.allocs,
+                         "agent_self": {"stats": {"client": {"node_id": NODE_ID}}}})
 
-    def node_policy(self, mode="enforce", grace="0s", name="node.conf"):
+    def node_policy(self, mode="enforce", grace="0s", name="node.conf", node_id=NODE_ID):
         paths = self.lab.product_paths()
         text = "\n".join([
             "nomad = { address = \"%s\"; };" % self.nomad.address,
@@ -61,7 +62,7 @@ class NodeScope(MedicTestCase):
             "controller = { mode = \"%s\"; pause_file = \"%s\"; };" % (mode, os.path.join(self.tmp, "pause")),
             "rules = { netns_leaks = { grace = \"%s\"; cooldown = \"0s\"; rate_limit = \"100/h\"; }; };" % grace,
             "node = {",
-            "  node_id = \"%s\";" % NODE_ID,
+            "  node_id = \"%s\";" % node_id,
             "  cni_cache_dir = \"%s\";" % paths["cni_cache_dir"],
             "  ipam_dir = \"%s\";" % paths["ipam_dir"],
             "  ipam_dir_legacy = \"%s\";" % paths["ipam_dir_legacy"],
@@ -121,6 +122,17 @@ class Cleanup(NodeScope):
         self.assertEqual(plan["actions"], [])
         self.medic("once", "--scope", "node", "--config", self.node_policy(name="again.conf"))
         self.assertEqual(len(self.journal_rows("kind = 'netns_clear'")), len(self.leaked))
+
+    def test_node_id_from_local_agent(self):
+        leaked = self.add("complete")
+        live = self.add("running")
+        self.serve()
+        live_before = self.lab.artefacts(live)
+        config = self.node_policy(node_id="")
+        self.medic("once", "--scope", "node", "--config", config)
+        self.assertEqual(self.lab.artefacts(leaked), [])
+        self.assertEqual(self.lab.artefacts(live), live_before)
+        self.assertIn("/v1/agent/self", [r["path"] for r in self.nomad.requests()])
 
     def test_steps_are_journaled(self):
         self.standard_host()

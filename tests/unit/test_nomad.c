@@ -1054,7 +1054,10 @@ static void token_sent_never_shown(void **state)
     nomad_conn_config_free(&cfg);
     assert_int_equal(nomad_get(client, "/v1/allocations", &resp), -1);
     assert_int_equal(resp.status, 403);
-    assert_string_equal(resp.error, "GET /v1/allocations: status 403: ACL token not found");
+    assert_string_equal(resp.error, "GET /v1/allocations: status 403: ACL token not found; check that "
+                                    "NOMAD_TOKEN (or nomad.token) is set and that its ACL policy "
+                                    "allows this endpoint");
+    assert_null(strstr(resp.error, "wrong-token-1234"));
     nomad_response_free(&resp);
     nomad_client_free(client);
 }
