@@ -66,6 +66,59 @@ struct policy_system_gc {
     long min_terminal_evals;        /* ... or terminal evaluations reach this one */
 };
 
+/* An argument vector from the file, e.g. command = ["systemctl", "restart", "nomad"]; argv is NULL-terminated. */
+struct policy_argv {
+    char **argv;
+    size_t argc;
+};
+
+enum restart_executor {
+    EXECUTOR_EXEC = 0,      /* the cluster scope runs `command` itself (e.g. through ssh) */
+    EXECUTOR_NODE_AGENT,    /* the node scope on that host runs its restart command on order */
+};
+
+/* Restart a client agent that is down while its host is alive. */
+struct policy_client_restart {
+    struct policy_rule_common common;
+    long min_down_s;                /* down or disconnected at least this long */
+    long heartbeat_max_age_s;       /* a host heartbeat at most this old proves the host alive */
+    int max_parallel;               /* client restarts in flight cluster-wide */
+    long ready_timeout_s;           /* a restarted node not ready by then fails its restart */
+    long settle_s;                  /* no client restart this soon after a leader change */
+    enum restart_executor executor;
+    struct policy_argv command;     /* exec executor; placeholders {node_id} {node_name} {address} */
+};
+
+/* Restart a failed or unhealthy server agent (never the leader's host, one at a time). */
+struct policy_server_restart {
+    struct policy_rule_common common;
+    long min_down_s;                /* failed or unhealthy at least this long */
+    long ready_timeout_s;
+    enum restart_executor executor;
+    struct policy_argv command;     /* placeholders {node_id} {node_name} {address} */
+};
+
+/* Mark a flapping node ineligible instead of restarting it in a loop. */
+struct policy_node_ineligible {
+    struct policy_rule_common common;
+    int flap_limit;                 /* this many down-to-ready cycles within flap_window_s */
+    long flap_window_s;
+};
+
+struct policy_listener_token {
+    char *name;                     /* recorded as who decided */
+    char *token;                    /* secret: never logged or dumped */
+};
+
+/* The operator-facing HTTP listener: /healthz, /readyz, /metrics and the approval API. */
+struct policy_listener {
+    int enabled;
+    char *address;                  /* "127.0.0.1:8646"; loopback by default */
+    struct policy_listener_token *tokens;
+    size_t n_tokens;
+    long healthy_within_s;          /* /healthz fails when the last pass ended longer ago */
+};
+
 struct policy_netns_leaks {
     struct policy_rule_common common;
     long grace_s;                   /* how long an allocation's network state must stay leaked before removal */
@@ -103,6 +156,20 @@ struct policy {
     struct host_paths host;         /* where the client's network state lives */
     struct policy_netns_leaks netns_leaks;
     struct policy_rule_common port_conflicts;   /* advisory only: enabled is all that is used */
+    struct policy_argv node_servers;            /* Nomad server addresses for Variables; empty: nomad.address */
+    struct policy_argv node_restart_command;    /* run on a restart order; default systemctl restart nomad */
+
+    /* Heartbeat loss and restarts (cluster scope), coordinated through Nomad Variables. */
+    struct policy_client_restart client_restart;
+    struct policy_server_restart server_restart;
+    struct policy_node_ineligible node_ineligible;
+    char *coord_namespace;          /* namespace of nomad-medic's Variables; default "default" */
+    char *coord_prefix;             /* their path prefix; default "nomad-medic" */
+    long lock_ttl_s;                /* leadership lock TTL */
+    long lock_delay_s;              /* Nomad's lock delay after a holder dies */
+    long heartbeat_interval_s;      /* node scope: how often the host heartbeat is written */
+
+    struct policy_listener listener;
 };
 
 /*
