@@ -7,6 +7,9 @@ static const struct action_type *const action_types[] = {
     &action_service_delete,
     &action_system_gc,
     &action_netns_clear,
+    &action_client_restart,
+    &action_server_restart,
+    &action_node_ineligible,
 };
 
 const struct action_type *action_find(const char *name)

@@ -30,13 +30,23 @@ enum resolve_result {
     RESOLVE_NOT_DONE,      /* the target shows it did not: failed, proposed again by a later pass */
     RESOLVE_UNKNOWN,       /* the outcome cannot be read back: unknown */
     RESOLVE_READ_FAILED,   /* try again on the next start */
+    RESOLVE_PENDING,       /* still legitimately in progress (a restart waiting for its node): poll() decides */
 };
+
+enum poll_result {
+    POLL_WAITING = 0,      /* not finished yet */
+    POLL_DONE,             /* succeeded */
+    POLL_FAILED,           /* failed (a timeout, a failed order); note says why */
+};
+
+struct policy;
 
 /* The clients and paths an action uses while it runs, none of them owned by the action. */
 struct action_env {
     struct nomad_client *client;      /* the Nomad API */
     const struct host_paths *host;    /* node scope: where the host's network state lives */
     struct journal *journal;          /* for per-step records; the row itself is the executor's */
+    const struct policy *policy;      /* restart executors, Variable paths */
     long long now;
 };
 
@@ -58,8 +68,9 @@ struct action_type {
 
     /*
      * Carry the action out. Returns 0 with note filled (for example "already
-     * gone"), or -1 with err filled. a->id is the journal row, which actions
-     * that record steps need.
+     * gone"), 1 when the action was started and finishes later (poll() then
+     * decides; the row stays executing), or -1 with err filled. a->id is the
+     * journal row, which actions that record steps need.
      */
     int (*execute)(const struct action_env *env, const struct journal_action *a, char *note,
                    size_t notesz, char *err, size_t errsz);
@@ -68,11 +79,21 @@ struct action_type {
     enum resolve_result (*resolve_interrupted)(const struct action_env *env,
                                                const struct journal_action *a, char *note,
                                                size_t notesz);
+
+    /*
+     * For actions whose execute() returns 1: decide, from this pass's
+     * snapshot, whether the started action finished. NULL for others.
+     */
+    enum poll_result (*poll)(const struct action_env *env, const struct snapshot *s,
+                             const struct journal_action *a, char *note, size_t notesz);
 };
 
 extern const struct action_type action_service_delete;
 extern const struct action_type action_system_gc;
 extern const struct action_type action_netns_clear;
+extern const struct action_type action_client_restart;
+extern const struct action_type action_server_restart;
+extern const struct action_type action_node_ineligible;
 
 /* The kind called name, or NULL. */
 const struct action_type *action_find(const char *name);

@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "coordination.h"
+#include "node_agent.h"
 #include "execute.h"
 #include "log.h"
 #include "reconcile.h"
@@ -104,7 +106,11 @@ static int live_pass(struct controller *c, int read_only, const struct cli_optio
 int cmd_once(const struct cli_options *opts)
 {
     struct controller c = {.scope = cli_scope(opts)};
+    struct coordination coord;
+    struct node_agent agent;
+    int have_agent = 0;
     struct policy p;
+    char why[512] = "";
     int rc = EXIT_ERROR;
 
     if (cli_load_policy(opts, &p) != 0)
@@ -115,11 +121,47 @@ int cmd_once(const struct cli_options *opts)
     c.client = cli_new_client(&p);
     if (c.client == NULL)
         goto out;
+    coord_init(&coord, c.client, &p);
     if (resolve_interrupted(&c) != 0)
         goto out;
-    rc = live_pass(&c, 0, opts, 1, "Pass", NULL);
+
+    if (strcmp(c.scope, "node") == 0) {
+        rc = live_pass(&c, 0, opts, 1, "Pass", NULL);
+        if (node_agent_init(&agent, &p, c.journal, why, sizeof(why)) != 0) {
+            fprintf(stderr, "nomad-medic: %s\n", why);
+            rc = EXIT_ERROR;
+            goto out;
+        }
+        have_agent = 1;
+        node_agent_step(&agent, (long long)time(NULL), 0);
+        goto out;
+    }
+
+    /* A pass that can only journal dry runs writes nothing to the cluster, not even the lock. */
+    if (!policy_may_act(&p, "cluster")) {
+        rc = live_pass(&c, 0, opts, 1, "Pass", NULL);
+        goto out;
+    }
+    switch (coord_hold(&coord, (long long)time(NULL), why, sizeof(why))) {
+    case LOCK_HELD:
+        rc = live_pass(&c, 0, opts, 1, "Pass", NULL);
+        break;
+    case LOCK_STANDBY:
+        /* Show what would be done, but act on nothing: another instance is in charge. */
+        log_warn("main", "standby: %s; this pass acts on nothing", why);
+        rc = live_pass(&c, 1, opts, 1, "Plan (standby: another instance holds the lock)", NULL);
+        break;
+    case LOCK_UNAVAILABLE:
+        log_warn("main", "the leadership lock cannot be used (%s); acting alone with restarts off", why);
+        c.coordination_problem = why;
+        rc = live_pass(&c, 0, opts, 1, "Pass", NULL);
+        break;
+    }
+    coord_release(&coord);
 
 out:
+    if (have_agent)
+        node_agent_free(&agent);
     nomad_client_free(c.client);
     journal_close(c.journal);
     policy_free(&p);
@@ -160,8 +202,10 @@ static int plan_incomplete(const struct pass_result *r)
 
         if (!st->enabled || st->evaluated)
             continue;
+        /* A debug bundle holds no service registrations and no Variables. */
         if (strcmp(r->snapshot.source_name, "debug-bundle") == 0 &&
-            strcmp(st->rule, RULE_ORPHAN_SERVICES) == 0)
+            (strcmp(st->rule, RULE_ORPHAN_SERVICES) == 0 || strcmp(st->rule, RULE_CLIENT_RESTART) == 0 ||
+             strcmp(st->rule, RULE_SERVER_RESTART) == 0 || strcmp(st->rule, RULE_NODE_INELIGIBLE) == 0))
             continue;
         return 1;
     }
@@ -254,10 +298,54 @@ static void reload_policy(const struct cli_options *opts, struct policy *p)
              policy_mode_name(p->mode), p->interval_s);
 }
 
+/* Sleep up to seconds while keeping the lock: renew it in between. */
+static void wait_holding(struct coordination *coord, int holding, long seconds)
+{
+    long long end = (long long)time(NULL) + seconds;
+    char why[512];
+
+    while (!stop_requested && !reload_requested) {
+        long long now = (long long)time(NULL);
+        long chunk = (long)(end - now);
+
+        if (chunk <= 0)
+            break;
+        if (holding && chunk > coord->policy->lock_ttl_s / 3)
+            chunk = coord->policy->lock_ttl_s / 3 > 0 ? coord->policy->lock_ttl_s / 3 : 1;
+        sleep_interruptible(chunk);
+        if (holding && !stop_requested && coord_hold(coord, (long long)time(NULL), why, sizeof(why)) != LOCK_HELD)
+            return;
+    }
+}
+
+/* Node scope: between passes, keep the heartbeat going and answer restart orders. */
+static void wait_as_node_agent(struct node_agent *agent, long seconds)
+{
+    long long end = (long long)time(NULL) + seconds;
+
+    while (!stop_requested && !reload_requested) {
+        long long now = (long long)time(NULL);
+        long left = (long)(end - now);
+
+        if (left <= 0)
+            break;
+        /* Short blocking reads, so SIGTERM is answered within a few seconds. */
+        if (node_agent_step(agent, now, left < 5 ? left : 5) != 0)
+            sleep_interruptible(left < 5 ? left : 5);
+    }
+}
+
 int cmd_run(const struct cli_options *opts)
 {
     struct controller c = {.scope = cli_scope(opts)};
+    struct coordination coord;
+    struct node_agent agent;
+    int node_scope = strcmp(c.scope, "node") == 0;
+    int have_agent = 0;
+    enum lock_state last_state = LOCK_UNAVAILABLE;
+    int first = 1;
     struct policy p;
+    char why[512] = "";
     int rc = EXIT_ERROR;
 
     if (cli_load_policy(opts, &p) != 0)
@@ -268,14 +356,24 @@ int cmd_run(const struct cli_options *opts)
     c.client = cli_new_client(&p);
     if (c.client == NULL)
         goto out;
+    coord_init(&coord, c.client, &p);
     install_signals();
     log_info("main", "nomad-medic %s started scope=%s mode=%s interval=%lds journal=%s nomad=%s",
              NOMAD_MEDIC_VERSION, c.scope, policy_mode_name(p.mode), p.interval_s, p.journal_path,
              nomad_client_address(c.client));
     if (resolve_interrupted(&c) != 0)
         goto out;
+    if (node_scope) {
+        if (node_agent_init(&agent, &p, c.journal, why, sizeof(why)) != 0) {
+            fprintf(stderr, "nomad-medic: %s\n", why);
+            goto out;
+        }
+        have_agent = 1;
+    }
 
     while (!stop_requested) {
+        enum lock_state state = LOCK_HELD;
+
         if (reload_requested) {
             struct nomad_client *fresh;
 
@@ -283,20 +381,47 @@ int cmd_run(const struct cli_options *opts)
             reload_policy(opts, &p);
             fresh = cli_new_client(&p);
             if (fresh != NULL) {
+                coord_release(&coord);
                 nomad_client_free(c.client);
                 c.client = fresh;
+                coord_init(&coord, c.client, &p);
             }
         }
-        if (live_pass(&c, 0, opts, 0, "Pass", NULL) != EXIT_OK)
+        if (!node_scope && policy_may_act(&p, "cluster")) {
+            state = coord_hold(&coord, (long long)time(NULL), why, sizeof(why));
+            if (first || state != last_state) {
+                if (state == LOCK_STANDBY)
+                    log_info("main", "standby: %s; waiting to take over", why);
+                else if (state == LOCK_UNAVAILABLE)
+                    log_warn("main", "the leadership lock cannot be used (%s); acting alone with restarts off", why);
+                else
+                    log_info("main", "holding the leadership lock: acting");
+            }
+            first = 0;
+            last_state = state;
+            c.coordination_problem = state == LOCK_UNAVAILABLE ? why : NULL;
+        } else if (!node_scope) {
+            /* Dry runs only: nothing to coordinate, so hold no lock (a reload may have turned acting off). */
+            coord_release(&coord);
+            c.coordination_problem = NULL;
+        }
+        if (state != LOCK_STANDBY && live_pass(&c, 0, opts, 0, "Pass", NULL) != EXIT_OK)
             log_error("main", "pass failed; retrying after the interval");
         if (stop_requested)
             break;
-        sleep_interruptible(p.interval_s);
+        if (node_scope)
+            wait_as_node_agent(&agent, p.interval_s);
+        else
+            wait_holding(&coord, coord.lock_id != NULL,
+                         state == LOCK_STANDBY && p.interval_s > 5 ? 5 : p.interval_s);
     }
     log_info("main", "stop requested; exiting after the current step");
+    coord_release(&coord);
     rc = EXIT_OK;
 
 out:
+    if (have_agent)
+        node_agent_free(&agent);
     nomad_client_free(c.client);
     journal_close(c.journal);
     policy_free(&p);

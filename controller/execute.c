@@ -156,6 +156,7 @@ static int run_action(struct exec_context *ctx, struct finding *f, long long app
     env.client = ctx->client;
     env.host = ctx->host;
     env.journal = ctx->journal;
+    env.policy = ctx->policy;
     env.now = wall_now();
     rr = f->action->recheck(&env, &row, why, sizeof(why));
     if (rr != RECHECK_HOLDS) {
@@ -169,6 +170,14 @@ static int run_action(struct exec_context *ctx, struct finding *f, long long app
     }
     journal_action_free(&row);
 
+    if (rc == 1) {
+        /* Started; poll() decides in a later pass, and the row stays executing until then. */
+        f->outcome = OUTCOME_IN_PROGRESS;
+        set_detail(f, note);
+        log_info("execute", "action id=%lld kind=%s target=%s started: %s", f->action_id, f->action->name,
+                 f->target, note);
+        return 0;
+    }
     if (rc == 0) {
         f->outcome = OUTCOME_SUCCEEDED;
         set_detail(f, note);
@@ -404,6 +413,41 @@ int execute_retire_cleared(struct exec_context *ctx, const struct assessment *as
     return rc;
 }
 
+int execute_poll_started(struct exec_context *ctx, const struct snapshot *s, char *err, size_t errsz)
+{
+    struct action_env env = {
+        .client = ctx->client, .host = ctx->host, .journal = ctx->journal, .policy = ctx->policy,
+        .now = wall_now(),
+    };
+    struct journal_action *rows = NULL;
+    size_t n = 0;
+    int rc = 0;
+
+    if (ctx->read_only || ctx->journal == NULL || ctx->client == NULL)
+        return 0;
+    if (journal_action_list(ctx->journal, 1u << JS_EXECUTING, 0, &rows, &n, err, errsz) != JOURNAL_OK)
+        return -1;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct action_type *type = action_find(rows[i].kind);
+        enum poll_result pr;
+        char note[1024] = "";
+
+        if (type == NULL || type->poll == NULL || strcmp(type->scope, s->node_scope ? "node" : "cluster") != 0)
+            continue;
+        pr = type->poll(&env, s, &rows[i], note, sizeof(note));
+        if (pr == POLL_WAITING)
+            continue;
+        log_info("execute", "action id=%lld kind=%s target=%s state=%s: %s", rows[i].id, rows[i].kind,
+                 rows[i].target, pr == POLL_DONE ? "succeeded" : "failed", note);
+        if (journal_action_transition(ctx->journal, rows[i].id, JS_EXECUTING,
+                                      pr == POLL_DONE ? JS_SUCCEEDED : JS_FAILED, note, NULL, env.now, err,
+                                      errsz) == JOURNAL_ERR)
+            rc = -1;
+    }
+    journal_action_list_free(rows, n);
+    return rc;
+}
+
 int execute_resolve_interrupted(struct journal *j, const char *scope, struct nomad_client *client,
                                 const struct host_paths *host, long long now, char *err, size_t errsz)
 {
@@ -428,6 +472,11 @@ int execute_resolve_interrupted(struct journal *j, const char *scope, struct nom
             rr = RESOLVE_UNKNOWN;
         } else {
             rr = type->resolve_interrupted(&env, &rows[i], note, sizeof(note));
+        }
+        if (rr == RESOLVE_PENDING) {
+            log_info("execute", "action id=%lld kind=%s target=%s is still in progress: %s", rows[i].id,
+                     rows[i].kind, rows[i].target, note);
+            continue;
         }
         if (rr == RESOLVE_READ_FAILED) {
             log_warn("execute", "action id=%lld kind=%s target=%s left executing: re-check failed: %s",

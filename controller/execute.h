@@ -45,6 +45,13 @@ int execute_retire_cleared(struct exec_context *ctx, const struct assessment *as
                            char *err, size_t errsz);
 
 /*
+ * Poll the started actions (restarts) whose rows are executing: each moves to
+ * succeeded or failed once its target is back or its time is up. Returns 0,
+ * or -1 on a journal error.
+ */
+int execute_poll_started(struct exec_context *ctx, const struct snapshot *s, char *err, size_t errsz);
+
+/*
  * Resolve rows of scope left in `executing` by a crash: each is re-checked through its
  * action kind and moved to succeeded, failed or unknown; a failed re-check
  * leaves it for the next start. Never repeats a request. Returns the number

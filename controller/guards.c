@@ -13,7 +13,8 @@
 static int rule_index(const char *rule)
 {
     static const char *const names[RULE_COUNT] = {
-        RULE_ORPHAN_SERVICES, RULE_SYSTEM_GC, RULE_DOWN_NODES, RULE_NETNS_LEAKS, RULE_PORT_CONFLICTS,
+        RULE_ORPHAN_SERVICES, RULE_SYSTEM_GC,       RULE_DOWN_NODES,       RULE_NETNS_LEAKS,
+        RULE_PORT_CONFLICTS,  RULE_CLIENT_RESTART, RULE_SERVER_RESTART, RULE_NODE_INELIGIBLE,
     };
 
     for (int i = 0; i < RULE_COUNT; i++) {
@@ -97,6 +98,89 @@ static int check_rate(struct guard_state *g, struct finding *f, const char *buck
     return 0;
 }
 
+static size_t orders_in_flight(const struct snapshot *s, const char *kind)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < s->n_orders; i++) {
+        const struct snap_order *o = &s->orders[i];
+
+        n += o->kind != NULL && strcmp(o->kind, kind) == 0 && snap_order_in_flight(o);
+    }
+    return n;
+}
+
+static const struct snap_server *unhealthy_server(const struct snapshot *s)
+{
+    for (size_t i = 0; i < s->n_servers; i++) {
+        const struct snap_server *srv = &s->servers[i];
+
+        if (srv->serf_status == NULL || strcmp(srv->serf_status, "alive") != 0 || srv->healthy == 0)
+            return srv;
+    }
+    return NULL;
+}
+
+/* Restarts go servers first, one server at a time, and never more than max_parallel clients. */
+static int check_ordering(struct guard_state *g, struct finding *f)
+{
+    const struct snapshot *s = g->snapshot;
+    const struct policy *p = g->policy;
+    size_t servers_busy = orders_in_flight(s, "server_restart") + (size_t)g->started_servers;
+
+    if (strcmp(f->rule, RULE_SERVER_RESTART) == 0) {
+        const struct snap_server *target = NULL;
+        size_t voters = 0, healthy_others = 0;
+
+        if (servers_busy > 0)
+            return block(f, "ordering", "a server restart is in flight; servers are restarted one at a time");
+        for (size_t i = 0; i < s->n_servers; i++) {
+            const struct snap_server *srv = &s->servers[i];
+            int healthy = srv->serf_status != NULL && strcmp(srv->serf_status, "alive") == 0 && srv->healthy != 0;
+
+            if (srv->name != NULL && strcmp(srv->name, f->target) == 0)
+                target = srv;
+            voters += srv->voter;
+            healthy_others += srv->voter && healthy && !(srv->name && strcmp(srv->name, f->target) == 0);
+        }
+        /*
+         * A failed server takes no part in quorum, so restarting it cannot
+         * lose quorum. A running but unhealthy one may still vote: restart it
+         * only while the others keep quorum without it.
+         */
+        if (target != NULL && target->serf_status != NULL && strcmp(target->serf_status, "alive") == 0 &&
+            healthy_others < voters / 2 + 1)
+            return block(f, "ordering", "restarting %s would leave %zu healthy voter(s) of %zu, below quorum (%zu)",
+                         f->target, healthy_others, voters, voters / 2 + 1);
+        return 0;
+    }
+
+    if (strcmp(f->rule, RULE_CLIENT_RESTART) == 0) {
+        const struct snap_server *bad = unhealthy_server(s);
+        size_t clients_busy = orders_in_flight(s, "client_restart") + (size_t)g->started_clients;
+        char d1[32], d2[32];
+
+        if (!s->autopilot_ok)
+            return block(f, "ordering", "autopilot health could not be read, so server health is unknown");
+        if (!s->autopilot_healthy)
+            return block(f, "ordering", "autopilot reports the servers unhealthy; servers are restarted "
+                         "before any client");
+        if (bad != NULL)
+            return block(f, "ordering", "server %s is %s; servers are restarted before any client",
+                         bad->name ? bad->name : "?", bad->healthy == 0 ? "unhealthy" : "not alive");
+        if (servers_busy > 0)
+            return block(f, "ordering", "a server restart is in flight; clients wait for the servers");
+        if (s->leader_since > 0 && g->now - s->leader_since < p->client_restart.settle_s)
+            return block(f, "ordering", "the leader changed %s ago; clients wait %s after a leader change",
+                         policy_format_duration((long)(g->now - s->leader_since), d1, sizeof(d1)),
+                         policy_format_duration(p->client_restart.settle_s, d2, sizeof(d2)));
+        if ((long)clients_busy >= p->client_restart.max_parallel)
+            return block(f, "ordering", "%zu client restart(s) in flight, the max_parallel limit is %d",
+                         clients_busy, p->client_restart.max_parallel);
+    }
+    return 0;
+}
+
 int guards_check(struct guard_state *g, struct finding *f, char *err, size_t errsz)
 {
     const struct policy *p = g->policy;
@@ -118,13 +202,21 @@ int guards_check(struct guard_state *g, struct finding *f, char *err, size_t err
         return block(f, "reads", "%s", f->failed_read);
     if (check_breaker(g, f))
         return 1;
+    if (check_ordering(g, f))
+        return 1;
     if (f->action->precheck(s, f->target, why, sizeof(why)) != 0)
         return block(f, "precheck", "%s", why);
 
     {
-        long grace = strcmp(f->rule, RULE_ORPHAN_SERVICES) == 0 ? p->orphan_services.grace_s
-                     : strcmp(f->rule, RULE_NETNS_LEAKS) == 0   ? p->netns_leaks.grace_s
-                                                                : 0;
+        long grace = 0;
+
+        /* A server's failure carries no timestamp, so its min_down counts from first sight. */
+        if (strcmp(f->rule, RULE_ORPHAN_SERVICES) == 0)
+            grace = p->orphan_services.grace_s;
+        else if (strcmp(f->rule, RULE_NETNS_LEAKS) == 0)
+            grace = p->netns_leaks.grace_s;
+        else if (strcmp(f->rule, RULE_SERVER_RESTART) == 0)
+            grace = p->server_restart.min_down_s;
         long long age = g->now - f->first_seen;
 
         if (grace > 0 && age < grace)
@@ -157,6 +249,11 @@ int guards_check(struct guard_state *g, struct finding *f, char *err, size_t err
         if (rc != 0)
             return rc;
     }
+    /* Count the restart as in flight for the rest of this pass. */
+    if (strcmp(f->rule, RULE_SERVER_RESTART) == 0)
+        g->started_servers++;
+    else if (strcmp(f->rule, RULE_CLIENT_RESTART) == 0)
+        g->started_clients++;
     return 0;
 }
 

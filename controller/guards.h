@@ -7,6 +7,8 @@
  *   reads       a read the action depends on failed
  *   breaker     too large a share of nodes is down or disconnected (actions
  *               that touch nodes, allocations or services only)
+ *   ordering    restarts: servers before clients, one server at a time, a
+ *               stable leader, at most max_parallel clients in flight
  *   precheck    the action kind's own condition (system_gc: no node down)
  *   grace       the finding is younger than its rule's grace period
  *   cooldown    the same target was acted on too recently
@@ -33,6 +35,9 @@ struct guard_state {
     /* Tokens this pass has already promised to earlier actions, so one pass cannot overrun a bucket. */
     int used_global;
     int used_by_rule[RULE_COUNT];
+    /* Restarts that passed the ordering guard in this pass, not yet visible as orders. */
+    int started_clients;
+    int started_servers;
 };
 
 /* Prepare guard state for one pass; checks the pause file. */

@@ -100,6 +100,9 @@ struct nomad_client {
     struct transfer *pool;  /* max_connections transfers for the multi handle */
 
     uint64_t rng_state;     /* xorshift64* state for backoff jitter */
+
+    nomad_observer_fn observer;     /* NULL when none is installed */
+    void *observer_ctx;
 };
 
 /* ---- libcurl global state ---- */
@@ -728,6 +731,12 @@ void nomad_client_free(struct nomad_client *client)
     free(client);
 }
 
+void nomad_client_set_observer(struct nomad_client *client, nomad_observer_fn observer, void *ctx)
+{
+    client->observer = observer;
+    client->observer_ctx = ctx;
+}
+
 const char *nomad_client_address(const struct nomad_client *client)
 {
     return client->address;
@@ -1288,8 +1297,9 @@ static int is_retryable(const struct nomad_response *resp, CURLcode code)
         /* "No cluster leader" (500) can clear after an election, but a 2xx with stale data is a complete response. */
         return resp->status >= 500;
     case NOMAD_ERR_STATUS:
+        /* Autopilot answers 429 with its health report when the servers are unhealthy: a definite answer. */
         if (resp->status == 429)
-            return 1;
+            return resp->body == NULL || strstr(resp->body, "\"Healthy\"") == NULL;
         if (resp->status < 500)
             return 0;
         return resp->body == NULL || strstr(resp->body, "not found") == NULL;
@@ -1299,6 +1309,15 @@ static int is_retryable(const struct nomad_response *resp, CURLcode code)
         return 0;
     }
     return 0;
+}
+
+/* Tell the observer, if any, about one attempt that was sent. */
+static void observe_attempt(const struct nomad_client *client, const char *method, const char *path,
+                            const struct nomad_response *resp, double started_s)
+{
+    if (client->observer != NULL)
+        client->observer(client->observer_ctx, method, path, resp->status, resp->result,
+                         monotonic_s() - started_s);
 }
 
 static void log_retry(const struct nomad_response *resp, int attempt, int max_attempts,
@@ -1332,6 +1351,7 @@ int nomad_request(struct nomad_client *client, const char *method, const char *p
     max_attempts = strcmp(method, "GET") == 0 ? 1 + client->max_retries : 1;
 
     for (int attempt = 1;; attempt++) {
+        double attempt_start;
         CURLcode code;
         long delay_ms;
 
@@ -1343,8 +1363,10 @@ int nomad_request(struct nomad_client *client, const char *method, const char *p
                      method, endpoint_len(path), path);
             break;
         }
+        attempt_start = monotonic_s();
         code = curl_easy_perform(client->single.easy);
         finish_attempt(client, &client->single, method, path, code, timeout_ms, resp);
+        observe_attempt(client, method, path, resp, attempt_start);
         log_debug(COMPONENT, "%s %.*s: %s status=%ld attempt=%d", method, endpoint_len(path), path,
                   nomad_result_name(resp->result), resp->status, attempt);
 
@@ -1376,6 +1398,7 @@ struct many_state {
     int done;
     int waiting;            /* failed, queued for a retry */
     double started_s;       /* start of the first attempt */
+    double attempt_started_s;   /* start of the latest attempt */
     double not_before_s;    /* earliest start of the next attempt */
 };
 
@@ -1508,6 +1531,7 @@ static int start_ready(struct many_run *run)
         }
         if (curl_multi_add_handle(client->multi, xfer->easy) != CURLM_OK)
             return -1;
+        state->attempt_started_s = monotonic_s();
         xfer->slot = i;
     }
     return 0;
@@ -1551,6 +1575,7 @@ static void collect_done(struct many_run *run)
         resp = &run->resps[i];
 
         finish_attempt(client, xfer, "GET", run->paths[i], code, state->timeout_ms, resp);
+        observe_attempt(client, "GET", run->paths[i], resp, state->attempt_started_s);
         log_debug(COMPONENT, "GET %.*s: %s status=%ld attempt=%d", endpoint_len(run->paths[i]),
                   run->paths[i], nomad_result_name(resp->result), resp->status, state->attempts);
         if (resp->result == NOMAD_OK || state->attempts >= max_attempts ||

@@ -152,6 +152,23 @@ int nomad_get_many(struct nomad_client *client, const char *const *paths, size_t
                    struct nomad_response *resps);
 
 /*
+ * A request observer, for metrics. It is called once per attempt that was
+ * sent (so a GET retried twice calls it three times), after the attempt's
+ * outcome is known and before any backoff sleep, from the thread that made
+ * the request: nomad_request(), nomad_get() and nomad_get_many() alike.
+ * method is "GET", "PUT", "POST" or "DELETE"; path is the caller's path,
+ * query string included (the region= the client appends is not); status
+ * is the HTTP status, 0 when no response arrived; result classifies the
+ * attempt as resp->result does; seconds is the attempt's duration
+ * (monotonic clock). It must not call back into the client.
+ */
+typedef void (*nomad_observer_fn)(void *ctx, const char *method, const char *path, long status,
+                                  enum nomad_result result, double seconds);
+
+/* Install observer (NULL removes it) with ctx passed to every call. Not thread-safe: set it before requests start. */
+void nomad_client_set_observer(struct nomad_client *client, nomad_observer_fn observer, void *ctx);
+
+/*
  * Percent-encode text for use as one path segment or query value (RFC 3986
  * unreserved characters pass through). Returns a malloc'd string or NULL.
  */

@@ -1,15 +1,17 @@
 /* Observation of the cluster through a source. */
-#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE
 #include "observe.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 
-typedef int (*item_fn)(struct snapshot *s, const cJSON *item);
+/* Called for each element of a list read; ctx is read_list()'s argument. */
+typedef int (*item_fn)(struct snapshot *s, const cJSON *item, void *ctx);
 
 static const char *json_string(const cJSON *obj, const char *key)
 {
@@ -27,10 +29,8 @@ static char *dup_or_null(const char *text)
 static void copy_id(char dst[UUID_LEN + 1], const char *src)
 {
     dst[0] = '\0';
-    if (src != NULL) {
-        strncpy(dst, src, UUID_LEN);
-        dst[UUID_LEN] = '\0';
-    }
+    if (src != NULL)
+        snprintf(dst, UUID_LEN + 1, "%.*s", UUID_LEN, src);
 }
 
 static int grow(void **array, size_t *cap, size_t n, size_t size)
@@ -81,7 +81,7 @@ static void strip_query(const char *path, char *out, size_t outsz)
  * 0 when a read failed, -1 on allocation failure.
  */
 static int read_list(struct source *src, struct snapshot *s, const char *read_name,
-                     const char *base_path, item_fn fn)
+                     const char *base_path, item_fn fn, void *ctx)
 {
     char path[2048];
     char error[768] = "";
@@ -138,7 +138,7 @@ static int read_list(struct source *src, struct snapshot *s, const char *read_na
             break;
         }
         cJSON_ArrayForEach(item, root) {
-            if (fn(s, item) != 0) {
+            if (fn(s, item, ctx) != 0) {
                 rc = -1;
                 break;
             }
@@ -179,8 +179,9 @@ static int read_list(struct source *src, struct snapshot *s, const char *read_na
     return -1;
 }
 
-static int add_node(struct snapshot *s, const cJSON *item)
+static int add_node(struct snapshot *s, const cJSON *item, void *ctx)
 {
+    (void)ctx;
     struct snap_node *n;
 
     if (grow((void **)&s->nodes, &s->cap_nodes, s->n_nodes, sizeof(*s->nodes)) != 0)
@@ -192,12 +193,15 @@ static int add_node(struct snapshot *s, const cJSON *item)
     n->address = dup_or_null(json_string(item, "Address"));
     n->datacenter = dup_or_null(json_string(item, "Datacenter"));
     n->status = node_status_parse(json_string(item, "Status"));
+    n->eligible = json_string(item, "SchedulingEligibility") == NULL ||
+                  strcmp(json_string(item, "SchedulingEligibility"), "eligible") == 0;
     s->n_nodes++;
     return 0;
 }
 
-static int add_alloc(struct snapshot *s, const cJSON *item)
+static int add_alloc(struct snapshot *s, const cJSON *item, void *ctx)
 {
+    (void)ctx;
     struct snap_alloc *a;
     const char *desired = json_string(item, "DesiredStatus");
     const cJSON *mtime = cJSON_GetObjectItemCaseSensitive(item, "ModifyTime");
@@ -221,8 +225,9 @@ static int add_alloc(struct snapshot *s, const cJSON *item)
     return 0;
 }
 
-static int count_eval(struct snapshot *s, const cJSON *item)
+static int count_eval(struct snapshot *s, const cJSON *item, void *ctx)
 {
+    (void)ctx;
     const char *status = json_string(item, "Status");
 
     s->evals_total++;
@@ -232,8 +237,9 @@ static int count_eval(struct snapshot *s, const cJSON *item)
     return 0;
 }
 
-static int add_service(struct snapshot *s, const cJSON *item)
+static int add_service(struct snapshot *s, const cJSON *item, void *ctx)
 {
+    (void)ctx;
     struct snap_service *r;
 
     if (grow((void **)&s->services, &s->cap_services, s->n_services, sizeof(*s->services)) != 0)
@@ -434,7 +440,7 @@ static int observe_registrations(struct source *src, struct snapshot *s)
 
             if (base == NULL)
                 goto oom;
-            rc = read_list(src, s, read_name, base, add_service);
+            rc = read_list(src, s, read_name, base, add_service, NULL);
             free(base);
             if (rc < 0)
                 goto oom;
@@ -461,7 +467,7 @@ static int observe_registrations(struct source *src, struct snapshot *s)
             continue;
         }
         cJSON_ArrayForEach(item, root) {
-            if (add_service(s, item) != 0) {
+            if (add_service(s, item, NULL) != 0) {
                 cJSON_Delete(root);
                 goto oom;
             }
@@ -651,6 +657,57 @@ static int observe_lookups(struct source *src, struct snapshot *s)
     return rc;
 }
 
+/* Parse an RFC 3339 time ("2021-03-31T12:12:20.213412Z", "...+01:00") to Unix seconds; 0 when invalid. */
+static long long parse_rfc3339(const char *text)
+{
+    struct tm tm;
+    int year, month, day, hour, minute, second, consumed = 0;
+    long long t;
+    const char *rest;
+
+    if (text == NULL || sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d%n", &year, &month, &day, &hour, &minute,
+                               &second, &consumed) != 6)
+        return 0;
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = year - 1900;
+    tm.tm_mon = month - 1;
+    tm.tm_mday = day;
+    tm.tm_hour = hour;
+    tm.tm_min = minute;
+    tm.tm_sec = second;
+    t = (long long)timegm(&tm);
+    rest = text + consumed;
+    if (*rest == '.')
+        rest += 1 + strspn(rest + 1, "0123456789");
+    if (*rest == '+' || *rest == '-') {
+        int oh, om;
+
+        if (sscanf(rest + 1, "%2d:%2d", &oh, &om) != 2)
+            return 0;
+        t -= (*rest == '+' ? 1 : -1) * (long long)(oh * 3600 + om * 60);
+    } else if (*rest != 'Z') {
+        return 0;
+    }
+    return t;
+}
+
+/* Keep the times of the node's "Node heartbeat missed" events, which tell a flapping node. */
+static void record_missed_heartbeats(struct snap_node *node, const cJSON *events)
+{
+    const cJSON *event;
+
+    node->n_missed = 0;
+    cJSON_ArrayForEach(event, events) {
+        const char *msg = json_string(event, "Message");
+        long long at = parse_rfc3339(json_string(event, "Timestamp"));
+
+        if (msg == NULL || strcmp(msg, "Node heartbeat missed") != 0 || at == 0)
+            continue;
+        if (node->n_missed < (int)(sizeof(node->missed_at) / sizeof(node->missed_at[0])))
+            node->missed_at[node->n_missed++] = at;
+    }
+}
+
 /* Read the full node object of each down or disconnected node, for its evidence. */
 static int observe_unhealthy_nodes(struct source *src, struct snapshot *s)
 {
@@ -711,6 +768,7 @@ static int observe_unhealthy_nodes(struct source *src, struct snapshot *s)
 
                 node->last_event = dup_or_null(msg);
             }
+            record_missed_heartbeats(node, events);
             cJSON_Delete(root);
         } else {
             /* Evidence only: a failed node read blocks nothing, but it is recorded. */
@@ -807,7 +865,7 @@ static int observe_node_allocations(struct source *src, struct snapshot *s)
         return snapshot_add_read(s, "node allocations", 0, error);
     }
     cJSON_ArrayForEach(item, root) {
-        if (add_alloc(s, item) != 0) {
+        if (add_alloc(s, item, NULL) != 0) {
             rc = -1;
             break;
         }
@@ -869,6 +927,323 @@ int observe_node(struct source *src, const struct policy *p, struct snapshot *s)
     return rc;
 }
 
+/* ---- restart state: servers, autopilot, heartbeats, orders ---- */
+
+static int observe_servers(struct source *src, struct snapshot *s)
+{
+    struct nomad_response resp;
+    char error[768] = "";
+    const cJSON *member;
+    const cJSON *members;
+    cJSON *root = NULL;
+
+    nomad_response_init(&resp);
+    if (source_get(src, "/v1/agent/members", &resp) != 0)
+        snprintf(error, sizeof(error), "%s", resp.error);
+    else
+        root = parse_body("/v1/agent/members", &resp, error, sizeof(error));
+    nomad_response_free(&resp);
+    members = cJSON_GetObjectItemCaseSensitive(root, "Members");
+    if (root != NULL && !cJSON_IsArray(members)) {
+        snprintf(error, sizeof(error), "GET /v1/agent/members: no Members array");
+        cJSON_Delete(root);
+        root = NULL;
+    }
+    if (root == NULL) {
+        log_warn("observe", "read servers failed: %s", error);
+        return snapshot_add_read(s, "servers", 0, error);
+    }
+    cJSON_ArrayForEach(member, members) {
+        const cJSON *tags = cJSON_GetObjectItemCaseSensitive(member, "Tags");
+        const char *role = json_string(tags, "role");
+        const char *addr = json_string(member, "Addr");
+        const char *port = json_string(tags, "port");
+        struct snap_server *srv;
+        char rpc[300];
+
+        if (role == NULL || strcmp(role, "nomad") != 0 || addr == NULL)
+            continue;
+        if (grow((void **)&s->servers, &s->cap_servers, s->n_servers, sizeof(*s->servers)) != 0) {
+            cJSON_Delete(root);
+            return -1;
+        }
+        srv = &s->servers[s->n_servers++];
+        memset(srv, 0, sizeof(*srv));
+        snprintf(rpc, sizeof(rpc), "%s:%s", addr, port ? port : "4647");
+        srv->name = dup_or_null(json_string(member, "Name"));
+        srv->addr = strdup(addr);
+        srv->rpc_addr = strdup(rpc);
+        srv->serf_status = dup_or_null(json_string(member, "Status"));
+        srv->voter = 1;
+        srv->healthy = -1;
+        srv->leader = s->leader != NULL && strcmp(s->leader, rpc) == 0;
+    }
+    cJSON_Delete(root);
+    s->servers_ok = 1;
+    return snapshot_add_read(s, "servers", 1, NULL);
+}
+
+/* Autopilot's health: 200 when healthy, 429 with the same report when not. */
+static int observe_autopilot(struct source *src, struct snapshot *s)
+{
+    struct nomad_response resp;
+    char error[768] = "";
+    const cJSON *server;
+    cJSON *root = NULL;
+
+    nomad_response_init(&resp);
+    if (source_get(src, "/v1/operator/autopilot/health", &resp) == 0 ||
+        (resp.result == NOMAD_ERR_STATUS && resp.status == 429))
+        root = parse_body("/v1/operator/autopilot/health", &resp, error, sizeof(error));
+    else
+        snprintf(error, sizeof(error), "%s", resp.error);
+    nomad_response_free(&resp);
+    if (root == NULL || !cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(root, "Healthy"))) {
+        if (root != NULL)
+            snprintf(error, sizeof(error), "GET /v1/operator/autopilot/health: no Healthy field");
+        cJSON_Delete(root);
+        log_warn("observe", "read autopilot failed: %s", error);
+        return snapshot_add_read(s, "autopilot", 0, error);
+    }
+    s->autopilot_healthy = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "Healthy"));
+    cJSON_ArrayForEach(server, cJSON_GetObjectItemCaseSensitive(root, "Servers")) {
+        const char *address = json_string(server, "Address");
+
+        for (size_t i = 0; address != NULL && i < s->n_servers; i++) {
+            struct snap_server *srv = &s->servers[i];
+
+            if (srv->rpc_addr == NULL || strcmp(srv->rpc_addr, address) != 0)
+                continue;
+            srv->healthy = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(server, "Healthy"));
+            srv->voter = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(server, "Voter"));
+            srv->stable_since = parse_rfc3339(json_string(server, "StableSince"));
+            if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(server, "Leader")))
+                srv->leader = 1;
+        }
+    }
+    cJSON_Delete(root);
+    s->autopilot_ok = 1;
+    return snapshot_add_read(s, "autopilot", 1, NULL);
+}
+
+/* Heartbeat Variables of the nodes that are down or disconnected. */
+static int observe_heartbeats(struct source *src, const struct policy *p, struct snapshot *s)
+{
+    struct nomad_response *resps = NULL;
+    size_t *which = NULL;
+    char **paths = NULL;
+    char *ns = nomad_escape(p->coord_namespace ? p->coord_namespace : "default");
+    size_t n = 0;
+    int rc = -1;
+
+    s->heartbeats_ok = 1;
+    paths = calloc(s->n_nodes ? s->n_nodes : 1, sizeof(*paths));
+    which = calloc(s->n_nodes ? s->n_nodes : 1, sizeof(*which));
+    if (ns == NULL || paths == NULL || which == NULL)
+        goto out;
+    for (size_t i = 0; i < s->n_nodes; i++) {
+        size_t len;
+
+        if ((s->nodes[i].status != NODE_DOWN && s->nodes[i].status != NODE_DISCONNECTED) ||
+            !is_uuid(s->nodes[i].id))
+            continue;
+        len = strlen(p->coord_prefix) + strlen(ns) + 96;
+        paths[n] = malloc(len);
+        if (paths[n] == NULL)
+            goto out;
+        snprintf(paths[n], len, "/v1/var/%s/heartbeat/%s?namespace=%s", p->coord_prefix, s->nodes[i].id, ns);
+        which[n++] = i;
+    }
+    if (n > 0) {
+        resps = calloc(n, sizeof(*resps));
+        if (resps == NULL)
+            goto out;
+        for (size_t i = 0; i < n; i++)
+            nomad_response_init(&resps[i]);
+        source_get_many(src, (const char *const *)paths, n, resps);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct snap_node *node = &s->nodes[which[i]];
+        char read_name[64];
+        char error[768] = "";
+        cJSON *root = NULL;
+        int ok = 0;
+
+        snprintf(read_name, sizeof(read_name), "heartbeat %s", node->id);
+        if (resps[i].result == NOMAD_ERR_STATUS && resps[i].status == 404) {
+            ok = 1;     /* no node scope reports for this host */
+        } else if (resps[i].result == NOMAD_OK) {
+            root = parse_body(paths[i], &resps[i], error, sizeof(error));
+        } else {
+            snprintf(error, sizeof(error), "%s", resps[i].error);
+        }
+        if (root != NULL) {
+            const cJSON *items = cJSON_GetObjectItemCaseSensitive(root, "Items");
+            const char *alive = json_string(items, "host_alive_at");
+            const char *healthy = json_string(items, "agent_healthy");
+            struct snap_heartbeat *hb;
+
+            if (grow((void **)&s->heartbeats, &s->cap_heartbeats, s->n_heartbeats, sizeof(*s->heartbeats)) != 0) {
+                cJSON_Delete(root);
+                goto out;
+            }
+            hb = &s->heartbeats[s->n_heartbeats++];
+            memset(hb, 0, sizeof(*hb));
+            copy_id(hb->node_id, node->id);
+            hb->host_alive_at = alive != NULL ? strtoll(alive, NULL, 10) : 0;
+            hb->agent_healthy = healthy == NULL ? -1 : strcmp(healthy, "true") == 0;
+            hb->agent_message = dup_or_null(json_string(items, "agent_message"));
+            cJSON_Delete(root);
+            ok = 1;
+        }
+        if (!ok) {
+            s->heartbeats_ok = 0;
+            log_warn("observe", "read %s failed: %s", read_name, error);
+        }
+        if (snapshot_add_read(s, read_name, ok, ok ? NULL : error) != 0)
+            goto out;
+    }
+    rc = 0;
+out:
+    for (size_t i = 0; i < n; i++) {
+        free(paths[i]);
+        if (resps != NULL)
+            nomad_response_free(&resps[i]);
+    }
+    free(paths);
+    free(which);
+    free(resps);
+    free(ns);
+    return rc;
+}
+
+/* ctx is the policy, for the Variable path prefix. */
+static int add_order_path(struct snapshot *s, const cJSON *item, void *ctx)
+{
+    const struct policy *p = ctx;
+    const char *path = json_string(item, "Path");
+    size_t prefix_len = strlen(p->coord_prefix) + strlen("/restart/");
+    struct snap_order *o;
+
+    if (path == NULL || strlen(path) <= prefix_len)
+        return 0;
+    if (grow((void **)&s->orders, &s->cap_orders, s->n_orders, sizeof(*s->orders)) != 0)
+        return -1;
+    o = &s->orders[s->n_orders++];
+    memset(o, 0, sizeof(*o));
+    o->target = strdup(path + prefix_len);
+    o->modify_index = (long long)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(item, "ModifyIndex"));
+    return o->target != NULL ? 0 : -1;
+}
+
+/* Restart order Variables under <prefix>/restart/, with their state. */
+static int observe_orders(struct source *src, const struct policy *p, struct snapshot *s)
+{
+    struct nomad_response *resps = NULL;
+    char **paths = NULL;
+    char *ns = nomad_escape(p->coord_namespace ? p->coord_namespace : "default");
+    char *prefix = NULL;
+    char base[512];
+    size_t n = 0;
+    int rc;
+
+    if (ns == NULL)
+        return -1;
+    snprintf(base, sizeof(base), "%s/restart/", p->coord_prefix);
+    prefix = nomad_escape(base);
+    if (prefix == NULL) {
+        free(ns);
+        return -1;
+    }
+    snprintf(base, sizeof(base), "/v1/vars?prefix=%s&namespace=%s", prefix, ns);
+    free(prefix);
+    rc = read_list(src, s, "restart orders", base, add_order_path, (void *)p);
+    if (rc <= 0) {
+        free(ns);
+        return rc < 0 ? -1 : 0;
+    }
+
+    n = s->n_orders;
+    paths = calloc(n ? n : 1, sizeof(*paths));
+    resps = calloc(n ? n : 1, sizeof(*resps));
+    rc = -1;
+    if (paths == NULL || resps == NULL)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(p->coord_prefix) + strlen(s->orders[i].target) + strlen(ns) + 64;
+
+        nomad_response_init(&resps[i]);
+        paths[i] = malloc(len);
+        if (paths[i] == NULL)
+            goto out;
+        snprintf(paths[i], len, "/v1/var/%s/restart/%s?namespace=%s", p->coord_prefix, s->orders[i].target, ns);
+    }
+    if (n > 0)
+        source_get_many(src, (const char *const *)paths, n, resps);
+    s->orders_ok = 1;
+    for (size_t i = 0; i < n; i++) {
+        char error[768] = "";
+        cJSON *root = NULL;
+
+        if (resps[i].result == NOMAD_OK)
+            root = parse_body(paths[i], &resps[i], error, sizeof(error));
+        else if (!(resps[i].result == NOMAD_ERR_STATUS && resps[i].status == 404))
+            snprintf(error, sizeof(error), "%s", resps[i].error);
+        if (root != NULL) {
+            const cJSON *items = cJSON_GetObjectItemCaseSensitive(root, "Items");
+            const char *requested = json_string(items, "requested_at");
+
+            s->orders[i].kind = dup_or_null(json_string(items, "kind"));
+            s->orders[i].state = dup_or_null(json_string(items, "state"));
+            s->orders[i].order_id = dup_or_null(json_string(items, "order_id"));
+            s->orders[i].requested_at = requested ? strtoll(requested, NULL, 10) : 0;
+            s->orders[i].modify_index =
+                (long long)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(root, "ModifyIndex"));
+            cJSON_Delete(root);
+        } else if (error[0] != '\0') {
+            s->orders_ok = 0;
+            log_warn("observe", "read restart order %s failed: %s", s->orders[i].target, error);
+            if (snapshot_add_read(s, "restart order", 0, error) != 0)
+                goto out;
+        }
+    }
+    rc = 0;
+out:
+    for (size_t i = 0; paths != NULL && i < n; i++) {
+        free(paths[i]);
+        nomad_response_free(&resps[i]);
+    }
+    free(paths);
+    free(resps);
+    free(ns);
+    return rc;
+}
+
+/* Mark nodes whose address is a server member's: a combined agent counts as a server. */
+static void match_server_nodes(struct snapshot *s)
+{
+    for (size_t i = 0; i < s->n_servers; i++) {
+        for (size_t k = 0; k < s->n_nodes; k++) {
+            if (s->nodes[k].address != NULL && s->servers[i].addr != NULL &&
+                strcmp(s->nodes[k].address, s->servers[i].addr) == 0) {
+                s->nodes[k].is_server = 1;
+                copy_id(s->servers[i].node_id, s->nodes[k].id);
+            }
+        }
+    }
+}
+
+static int observe_restart_state(struct source *src, const struct policy *p, struct snapshot *s)
+{
+    s->restarts_read = 1;
+    if (observe_servers(src, s) != 0 || observe_autopilot(src, s) != 0)
+        return -1;
+    match_server_nodes(s);
+    if (s->nodes_ok && observe_heartbeats(src, p, s) != 0)
+        return -1;
+    return observe_orders(src, p, s);
+}
+
 int observe_cluster(struct source *src, const struct policy *p, struct snapshot *s)
 {
     int want_allocs = p->orphan_services.common.enabled || p->system_gc.common.enabled ||
@@ -882,13 +1257,13 @@ int observe_cluster(struct source *src, const struct policy *p, struct snapshot 
     if (observe_leader(src, s) != 0)
         return -1;
 
-    rc = read_list(src, s, "nodes", "/v1/nodes", add_node);
+    rc = read_list(src, s, "nodes", "/v1/nodes", add_node, NULL);
     if (rc < 0)
         return -1;
     s->nodes_ok = rc;
 
     if (want_allocs) {
-        rc = read_list(src, s, "allocations", "/v1/allocations?namespace=*&task_states=false", add_alloc);
+        rc = read_list(src, s, "allocations", "/v1/allocations?namespace=*&task_states=false", add_alloc, NULL);
         if (rc < 0)
             return -1;
         s->allocs_ok = rc;
@@ -896,7 +1271,7 @@ int observe_cluster(struct source *src, const struct policy *p, struct snapshot 
 
     if (p->system_gc.common.enabled) {
         s->evals_read = 1;
-        rc = read_list(src, s, "evaluations", "/v1/evaluations?namespace=*", count_eval);
+        rc = read_list(src, s, "evaluations", "/v1/evaluations?namespace=*", count_eval, NULL);
         if (rc < 0)
             return -1;
         s->evals_ok = rc;
@@ -912,7 +1287,13 @@ int observe_cluster(struct source *src, const struct policy *p, struct snapshot 
             return -1;
     }
 
-    if (p->down_nodes.common.enabled && s->nodes_ok && observe_unhealthy_nodes(src, s) != 0)
+    if ((p->down_nodes.common.enabled || p->client_restart.common.enabled ||
+         p->node_ineligible.common.enabled) &&
+        s->nodes_ok && observe_unhealthy_nodes(src, s) != 0)
+        return -1;
+    if ((p->client_restart.common.enabled || p->server_restart.common.enabled ||
+         p->node_ineligible.common.enabled) &&
+        observe_restart_state(src, p, s) != 0)
         return -1;
 
     snapshot_index(s);

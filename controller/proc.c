@@ -83,6 +83,7 @@ int proc_run(const char *const *argv, const char *const *envp, const char *stdin
     int in_pipe[2] = {-1, -1}, out_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1};
     size_t out_cap = 0, err_cap = 0, written = 0;
     posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
     long long deadline;
     int status = 0;
     pid_t pid;
@@ -102,8 +103,17 @@ int proc_run(const char *const *argv, const char *const *envp, const char *stdin
     posix_spawn_file_actions_adddup2(&actions, in_pipe[0], 0);
     posix_spawn_file_actions_adddup2(&actions, out_pipe[1], 1);
     posix_spawn_file_actions_adddup2(&actions, err_pipe[1], 2);
-    rc = posix_spawnp(&pid, argv[0], &actions, NULL, (char *const *)argv,
+    /*
+     * The program gets a process group of its own, so a time-out kills what
+     * it started too: a CNI plugin runs host-local, which holds the IPAM
+     * lock, and must not outlive it.
+     */
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&attr, 0);
+    rc = posix_spawnp(&pid, argv[0], &actions, &attr, (char *const *)argv,
                       envp != NULL ? (char *const *)envp : environ);
+    posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&actions);
     close(in_pipe[0]);
     close(out_pipe[1]);
@@ -129,7 +139,7 @@ int proc_run(const char *const *argv, const char *const *envp, const char *stdin
 
         if (left <= 0) {
             res->timed_out = 1;
-            kill(pid, SIGKILL);
+            kill(-pid, SIGKILL);
             break;
         }
         if (out_pipe[0] >= 0)
@@ -176,7 +186,7 @@ int proc_run(const char *const *argv, const char *const *envp, const char *stdin
             else
                 rc = append(&res->err, &res->err_len, &err_cap, chunk, (size_t)got, max_output, &res->truncated);
             if (rc != 0) {
-                kill(pid, SIGKILL);
+                kill(-pid, SIGKILL);
                 snprintf(errbuf, errsz, "out of memory reading the output of %s", argv[0]);
                 goto reap;
             }

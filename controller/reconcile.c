@@ -109,7 +109,29 @@ static int act(struct controller *c, struct pass_result *r, int read_only, char 
             execute_retire_cleared(&ctx, as, as->rules[i].rule, err, errsz) != 0)
             return -1;
     }
-    return 0;
+    return execute_poll_started(&ctx, &r->snapshot, err, errsz);
+}
+
+/* When the current leader was first seen, so clients can wait out a settling window after a change. */
+static int track_leader(struct controller *c, struct pass_result *r, int read_only, char *err, size_t errsz)
+{
+    struct snapshot *s = &r->snapshot;
+    char key[300];
+    int rc;
+
+    if (!s->leader_ok || c->journal == NULL || s->node_scope)
+        return 0;
+    snprintf(key, sizeof(key), "leader:%s", s->leader);
+    if (read_only) {
+        rc = journal_finding_first_seen(c->journal, key, &s->leader_since, err, errsz);
+        if (rc == JOURNAL_NOT_FOUND)
+            s->leader_since = r->now;
+        return rc == JOURNAL_ERR ? -1 : 0;
+    }
+    if (journal_finding_seen(c->journal, key, "leader", s->leader, NULL, r->pass_id, r->now, &s->leader_since,
+                             err, errsz) != JOURNAL_OK)
+        return -1;
+    return journal_findings_sweep(c->journal, "leader", r->pass_id, err, errsz) == JOURNAL_OK ? 0 : -1;
 }
 
 static char *reads_json(const struct snapshot *s)
@@ -179,6 +201,8 @@ int reconcile_pass(struct controller *c, struct source *src, int read_only, stru
         snprintf(err, errsz, "out of memory while reading the cluster");
         goto finish;
     }
+    if (c->coordination_problem != NULL)
+        r->snapshot.coordination_problem = strdup(c->coordination_problem);
     for (size_t i = 0; i < r->snapshot.n_reads; i++)
         r->failed_reads += !r->snapshot.reads[i].ok;
     r->complete = r->failed_reads == 0;
@@ -193,7 +217,7 @@ int reconcile_pass(struct controller *c, struct source *src, int read_only, stru
         if (st->enabled && !st->evaluated)
             log_warn("reconcile", "rule %s skipped: %s", st->rule, st->skipped_because);
     }
-    if (track_findings(c, r, read_only, err, errsz) != 0)
+    if (track_findings(c, r, read_only, err, errsz) != 0 || track_leader(c, r, read_only, err, errsz) != 0)
         goto finish;
     if (act(c, r, read_only, err, errsz) != 0)
         goto finish;

@@ -16,7 +16,8 @@ struct controller {
     struct policy *policy;
     struct journal *journal;       /* NULL: an offline plan without a journal */
     struct nomad_client *client;   /* NULL: offline, nothing can be sent */
-    const char *scope;             /* "cluster" */
+    const char *scope;             /* "cluster" or "node" */
+    const char *coordination_problem;   /* why the lock is unusable, or NULL; restarts are off then */
 };
 
 struct pass_result {

@@ -244,19 +244,26 @@ static int print_json(FILE *out, cJSON *root)
     return 0;
 }
 
-int report_rows_json(FILE *out, const struct journal_action *rows, size_t n)
+cJSON *report_rows_to_json(const struct journal_action *rows, size_t n)
 {
     cJSON *arr = cJSON_CreateArray();
 
+    for (size_t i = 0; i < n && arr != NULL; i++)
+        cJSON_AddItemToArray(arr, row_json(&rows[i]));
+    return arr;
+}
+
+int report_rows_json(FILE *out, const struct journal_action *rows, size_t n)
+{
+    cJSON *arr = report_rows_to_json(rows, n);
+
     if (arr == NULL)
         return -1;
-    for (size_t i = 0; i < n; i++)
-        cJSON_AddItemToArray(arr, row_json(&rows[i]));
     return print_json(out, arr);
 }
 
-int report_row_detail_json(FILE *out, const struct journal_action *row, const struct journal_step *steps,
-                           size_t n_steps)
+cJSON *report_row_detail_to_json(const struct journal_action *row, const struct journal_step *steps,
+                                 size_t n_steps)
 {
     cJSON *o = row_json(row);
     cJSON *arr = cJSON_AddArrayToObject(o, "steps");
@@ -273,6 +280,16 @@ int report_row_detail_json(FILE *out, const struct journal_action *row, const st
         cJSON_AddStringToObject(step, "at", format_utc(steps[i].at, when, sizeof(when)));
         cJSON_AddItemToArray(arr, step);
     }
+    return o;
+}
+
+int report_row_detail_json(FILE *out, const struct journal_action *row, const struct journal_step *steps,
+                           size_t n_steps)
+{
+    cJSON *o = report_row_detail_to_json(row, steps, n_steps);
+
+    if (o == NULL)
+        return -1;
     return print_json(out, o);
 }
 

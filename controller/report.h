@@ -21,4 +21,13 @@ void report_row_detail_text(FILE *out, const struct journal_action *row, const s
 int report_row_detail_json(FILE *out, const struct journal_action *row, const struct journal_step *steps,
                            size_t n_steps);
 
+/*
+ * The JSON of report_rows_json() and report_row_detail_json() as cJSON
+ * trees (the approval API sends them). The caller frees the result with
+ * cJSON_Delete(); NULL when memory runs out.
+ */
+struct cJSON *report_rows_to_json(const struct journal_action *rows, size_t n);
+struct cJSON *report_row_detail_to_json(const struct journal_action *row, const struct journal_step *steps,
+                                        size_t n_steps);
+
 #endif

@@ -64,6 +64,12 @@ const struct policy_rule_common *rules_policy(const struct policy *p, const char
         return &p->netns_leaks.common;
     if (strcmp(rule, RULE_PORT_CONFLICTS) == 0)
         return &p->port_conflicts;
+    if (strcmp(rule, RULE_CLIENT_RESTART) == 0)
+        return &p->client_restart.common;
+    if (strcmp(rule, RULE_SERVER_RESTART) == 0)
+        return &p->server_restart.common;
+    if (strcmp(rule, RULE_NODE_INELIGIBLE) == 0)
+        return &p->node_ineligible.common;
     return NULL;
 }
 
@@ -403,6 +409,23 @@ static int node_reads_ok(const struct snapshot *s, struct rule_status *st)
     return 1;
 }
 
+/*
+ * 1 when the host holds state of alloc_id on the configured network beyond
+ * a namespace: a cache file, a reservation, a chain or rule, or a veth on
+ * the bridge. A UUID-named namespace alone may belong to another CNI
+ * network or another tool, so it is never a candidate by itself.
+ */
+static int has_network_state(const cJSON *evidence)
+{
+    static const char *const keys[] = {"caches", "reservations", "chains", "rules", "veths"};
+
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        if (cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(evidence, keys[i])) > 0)
+            return 1;
+    }
+    return 0;
+}
+
 static int assess_netns_leaks(const struct snapshot *s, const struct policy *p, struct assessment *a,
                               struct rule_status *st)
 {
@@ -431,6 +454,16 @@ static int assess_netns_leaks(const struct snapshot *s, const struct policy *p, 
         /* Pending, running, unknown and any status this version does not know are left alone. */
         if (status == NULL || (!leaked && failed == NULL))
             continue;
+        {
+            cJSON *evidence = host_inventory_alloc_json(&s->host, ids[i]);
+            int ours = evidence != NULL && has_network_state(evidence);
+
+            cJSON_Delete(evidence);
+            if (evidence == NULL)
+                goto oom;
+            if (!ours)
+                continue;
+        }
 
         f = new_finding(a, RULE_NETNS_LEAKS, ids[i]);
         if (f == NULL || (f->alloc_id = strdup(ids[i])) == NULL ||
@@ -526,6 +559,41 @@ static int assess_port_conflicts(const struct snapshot *s, const struct policy *
     return 0;
 }
 
+struct finding *rules_new_finding(struct assessment *a, const char *rule, const char *subject)
+{
+    return new_finding(a, rule, subject);
+}
+
+int rules_set_action(struct finding *f, const struct action_type *action, const char *target)
+{
+    return set_action(f, action, target);
+}
+
+int rules_skip(const struct snapshot *s, struct rule_status *st, const char *read_name)
+{
+    return skip_rule(s, st, read_name);
+}
+
+char *rules_format(const char *fmt, ...)
+{
+    va_list ap;
+    char *text;
+    int len;
+
+    va_start(ap, fmt);
+    len = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (len < 0)
+        return NULL;
+    text = malloc((size_t)len + 1);
+    if (text == NULL)
+        return NULL;
+    va_start(ap, fmt);
+    vsnprintf(text, (size_t)len + 1, fmt, ap);
+    va_end(ap);
+    return text;
+}
+
 int rules_assess(const struct snapshot *s, const struct policy *p, struct assessment *out)
 {
     memset(out, 0, sizeof(*out));
@@ -536,7 +604,8 @@ int rules_assess(const struct snapshot *s, const struct policy *p, struct assess
         return 0;
     }
     if (assess_orphans(s, p, out, &out->rules[0]) != 0 || assess_gc(s, p, out, &out->rules[1]) != 0 ||
-        assess_down_nodes(s, p, out, &out->rules[2]) != 0)
+        assess_down_nodes(s, p, out, &out->rules[2]) != 0 ||
+        rules_assess_restarts(s, p, out, &out->rules[3], &out->rules[4], &out->rules[5]) != 0)
         return -1;
     return 0;
 }

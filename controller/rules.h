@@ -21,7 +21,10 @@
 #define RULE_DOWN_NODES "down_nodes"
 #define RULE_NETNS_LEAKS "netns_leaks"
 #define RULE_PORT_CONFLICTS "port_conflicts"
-#define RULE_COUNT 5
+#define RULE_CLIENT_RESTART "client_restart"
+#define RULE_SERVER_RESTART "server_restart"
+#define RULE_NODE_INELIGIBLE "node_ineligible"
+#define RULE_COUNT 8
 
 /* What became of a proposed action in this pass. */
 enum outcome {
@@ -87,6 +90,17 @@ const struct rule_status *assessment_rule(const struct assessment *a, const char
 const struct policy_rule_common *rules_policy(const struct policy *p, const char *rule);
 
 const char *outcome_name(enum outcome outcome);
+
+/* Shared by the rule files: a new finding of rule about subject, and its action. */
+struct finding *rules_new_finding(struct assessment *a, const char *rule, const char *subject);
+int rules_set_action(struct finding *f, const struct action_type *action, const char *target);
+int rules_skip(const struct snapshot *s, struct rule_status *st, const char *read_name);
+char *rules_format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* The restart rules (rules_restart.c): client_restart, server_restart, node_ineligible. */
+int rules_assess_restarts(const struct snapshot *s, const struct policy *p, struct assessment *a,
+                          struct rule_status *client, struct rule_status *server,
+                          struct rule_status *ineligible);
 
 /* Format a Unix time as "2026-12-04T20:30:00Z" into buf. Returns buf. */
 char *format_utc(long long t, char *buf, size_t bufsz);

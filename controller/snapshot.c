@@ -40,6 +40,24 @@ void snapshot_free(struct snapshot *s)
     free(s->allocs);
     free(s->services);
     free(s->lookups);
+    for (size_t i = 0; i < s->n_servers; i++) {
+        free(s->servers[i].name);
+        free(s->servers[i].addr);
+        free(s->servers[i].rpc_addr);
+        free(s->servers[i].serf_status);
+    }
+    for (size_t i = 0; i < s->n_heartbeats; i++)
+        free(s->heartbeats[i].agent_message);
+    for (size_t i = 0; i < s->n_orders; i++) {
+        free(s->orders[i].target);
+        free(s->orders[i].kind);
+        free(s->orders[i].state);
+        free(s->orders[i].order_id);
+    }
+    free(s->coordination_problem);
+    free(s->servers);
+    free(s->heartbeats);
+    free(s->orders);
     free(s->leader);
     if (s->host_read)
         host_inventory_free(&s->host);
@@ -126,6 +144,29 @@ const struct snap_node *snapshot_find_node(const struct snapshot *s, const char 
             return &s->nodes[i];
     }
     return NULL;
+}
+
+const struct snap_heartbeat *snapshot_find_heartbeat(const struct snapshot *s, const char *node_id)
+{
+    for (size_t i = 0; i < s->n_heartbeats; i++) {
+        if (strcmp(s->heartbeats[i].node_id, node_id) == 0)
+            return &s->heartbeats[i];
+    }
+    return NULL;
+}
+
+const struct snap_order *snapshot_find_order(const struct snapshot *s, const char *target)
+{
+    for (size_t i = 0; i < s->n_orders; i++) {
+        if (strcmp(s->orders[i].target, target) == 0)
+            return &s->orders[i];
+    }
+    return NULL;
+}
+
+int snap_order_in_flight(const struct snap_order *o)
+{
+    return o->state != NULL && (strcmp(o->state, "pending") == 0 || strcmp(o->state, "running") == 0);
 }
 
 size_t snapshot_unhealthy_nodes(const struct snapshot *s)

@@ -42,6 +42,41 @@ struct snap_node {
     enum node_status status;
     long long status_updated_at;   /* Unix s, from /v1/node/<id>; 0 when not read */
     char *last_event;              /* newest node event message, or NULL */
+    long long missed_at[10];       /* times (Unix s) of "Node heartbeat missed" events, newest last */
+    int n_missed;
+    int eligible;                  /* SchedulingEligibility is "eligible" */
+    int is_server;                 /* its address is also a server member's: it counts as a server */
+};
+
+/* A server agent, joined from /v1/agent/members and /v1/operator/autopilot/health. */
+struct snap_server {
+    char *name;                    /* member name, e.g. "nomad-1.global" */
+    char *addr;                    /* host address */
+    char *rpc_addr;                /* "addr:rpcport", as /v1/status/leader and autopilot name it */
+    char *serf_status;             /* "alive", "failed", "left" ... */
+    int voter;
+    int healthy;                   /* autopilot's verdict: 1, 0, or -1 when autopilot was not read */
+    int leader;
+    char node_id[UUID_LEN + 1];    /* a client node on the same host, or "" */
+    long long stable_since;        /* autopilot StableSince (Unix s), 0 when unknown */
+};
+
+/* A host heartbeat Variable written by that host's node scope. */
+struct snap_heartbeat {
+    char node_id[UUID_LEN + 1];
+    long long host_alive_at;       /* Unix s */
+    int agent_healthy;             /* the local agent's /v1/agent/health?type=client: 1, 0, -1 unknown */
+    char *agent_message;
+};
+
+/* A restart order Variable: the cluster-wide record of a restart in flight. */
+struct snap_order {
+    char *target;                  /* node ID, or "server-<name>" */
+    char *kind;                    /* "client_restart" or "server_restart" */
+    char *state;                   /* "pending", "running", "done", "failed" */
+    char *order_id;
+    long long requested_at;
+    long long modify_index;
 };
 
 struct snap_alloc {
@@ -90,6 +125,7 @@ struct snapshot {
 
     int leader_ok;
     char *leader;
+    long long leader_since;        /* when this leader was first seen (journal), 0 when unknown */
 
     struct snap_read *reads;
     size_t n_reads, cap_reads;
@@ -117,6 +153,21 @@ struct snapshot {
     struct snap_lookup *lookups;   /* sorted by alloc_id */
     size_t n_lookups, cap_lookups;
 
+    /* Restarts: servers, autopilot, heartbeats of down nodes, restart orders. */
+    int restarts_read;             /* the restart rules asked for these reads */
+    int servers_ok;
+    struct snap_server *servers;
+    size_t n_servers, cap_servers;
+    int autopilot_ok;
+    int autopilot_healthy;
+    int heartbeats_ok;             /* every down node's heartbeat read answered (found or 404) */
+    struct snap_heartbeat *heartbeats;
+    size_t n_heartbeats, cap_heartbeats;
+    char *coordination_problem;    /* why the leadership lock cannot be used, or NULL: restarts are off then */
+    int orders_ok;
+    struct snap_order *orders;
+    size_t n_orders, cap_orders;
+
     /* Node scope: allocs contains this node's allocations, lookups the others the host names. */
     int node_scope;
     char node_id[UUID_LEN + 1];    /* "" until known */
@@ -139,6 +190,12 @@ void snapshot_index(struct snapshot *s);
 const struct snap_alloc *snapshot_find_alloc(const struct snapshot *s, const char *id);
 const struct snap_lookup *snapshot_find_lookup(const struct snapshot *s, const char *alloc_id);
 const struct snap_node *snapshot_find_node(const struct snapshot *s, const char *id);
+
+const struct snap_heartbeat *snapshot_find_heartbeat(const struct snapshot *s, const char *node_id);
+const struct snap_order *snapshot_find_order(const struct snapshot *s, const char *target);
+
+/* 1 when the order is still pending or running. */
+int snap_order_in_flight(const struct snap_order *o);
 
 /* Count nodes that are down or disconnected. */
 size_t snapshot_unhealthy_nodes(const struct snapshot *s);

@@ -7,13 +7,16 @@
 #define _POSIX_C_SOURCE 200809L
 #include "policy.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <libconfig.h>
@@ -22,6 +25,23 @@
 
 /* A policy file is a page of text, so the cap only stops a wrong --config path from reading a large file. */
 #define MAX_POLICY_FILE_BYTES (1024L * 1024L)
+
+/* A command or server list longer than this is a mistake in the file, not a real command line. */
+#define MAX_ARGV_ELEMENTS 64
+
+/* 16 random hex characters are 64 bits, too many to guess over HTTP; names stay short for log lines. */
+#define MIN_TOKEN_LENGTH 16
+#define MAX_TOKEN_NAME_LENGTH 64
+
+/*
+ * Nomad allows Variable paths of up to 128 characters. The longest path
+ * built from the prefix is <prefix>/heartbeat/<36-character node ID>, so a
+ * 64-character prefix leaves room to spare.
+ */
+#define MAX_VAR_PREFIX_LENGTH 64
+
+/* Room for the "expected ..." half of any message. */
+#define EXPECTED_MAX 256
 
 /* ---------------------------------------------------------------------- */
 /* Modes                                                                   */
@@ -57,6 +77,23 @@ enum policy_mode policy_rule_mode(const struct policy *p, const struct policy_ru
     return p->mode;
 }
 
+int policy_may_act(const struct policy *p, const char *scope)
+{
+    const struct policy_rule_common *cluster[] = {
+        &p->orphan_services.common, &p->system_gc.common, &p->client_restart.common,
+        &p->server_restart.common, &p->node_ineligible.common,
+    };
+    const struct policy_rule_common *node[] = {&p->netns_leaks.common};
+    const struct policy_rule_common *const *rules = strcmp(scope, "node") == 0 ? node : cluster;
+    size_t n = strcmp(scope, "node") == 0 ? 1 : sizeof(cluster) / sizeof(cluster[0]);
+
+    for (size_t i = 0; i < n; i++) {
+        if (rules[i]->enabled && policy_rule_mode(p, rules[i]) != MODE_DRY_RUN)
+            return 1;
+    }
+    return 0;
+}
+
 void policy_force_mode(struct policy *p, enum policy_mode mode)
 {
     p->mode = mode;
@@ -64,6 +101,9 @@ void policy_force_mode(struct policy *p, enum policy_mode mode)
     p->system_gc.common.mode = mode;
     p->down_nodes.common.mode = mode;
     p->netns_leaks.common.mode = mode;
+    p->client_restart.common.mode = mode;
+    p->server_restart.common.mode = mode;
+    p->node_ineligible.common.mode = mode;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -315,6 +355,15 @@ enum setting_kind {
     KIND_RATE,          /* struct policy_rate */
     KIND_MODE,          /* enum policy_mode; MODE_UNSET is dumped as a comment */
     KIND_SHARE,         /* double 0..1, or a "30%" string */
+    KIND_ARGV,          /* struct policy_argv from an array of 1..MAX_ARGV_ELEMENTS non-empty
+                         * strings, whose braces may only hold the command placeholders */
+    KIND_ADDRESS_LIST,  /* struct policy_argv from an array of 0..MAX_ARGV_ELEMENTS KIND_ADDRESS values */
+    KIND_EXECUTOR,      /* enum restart_executor: "exec" or "node-agent" */
+    KIND_TOKENS,        /* struct policy_listener (tokens and n_tokens) from a list of
+                         * { name; token; } groups; policy_dump() never writes a token */
+    KIND_LISTEN_ADDRESS,/* char *, "IPv4:port", "[IPv6]:port" or "localhost:port" */
+    KIND_NAMESPACE,     /* char *, a Nomad namespace name */
+    KIND_VAR_PREFIX,    /* char *, a Nomad Variable path prefix */
 };
 
 struct setting_spec {
@@ -425,12 +474,54 @@ static const struct setting_spec port_conflicts_settings[] = {
     END,
 };
 
+/* ready_timeout starts at 1s because a zero timeout would fail every restart before it could finish. */
+static const struct setting_spec client_restart_settings[] = {
+    {"enabled", KIND_BOOL, AT(client_restart.common.enabled), NO_BOUNDS, NULL},
+    {"mode", KIND_MODE, AT(client_restart.common.mode), NO_BOUNDS, NULL},
+    {"min_down", KIND_DURATION, AT(client_restart.min_down_s), 0, LONG_MAX, NULL},
+    {"heartbeat_max_age", KIND_DURATION, AT(client_restart.heartbeat_max_age_s), 1, LONG_MAX, NULL},
+    {"max_parallel", KIND_INT, AT(client_restart.max_parallel), 1, 100, NULL},
+    {"ready_timeout", KIND_DURATION, AT(client_restart.ready_timeout_s), 1, LONG_MAX, NULL},
+    {"settle", KIND_DURATION, AT(client_restart.settle_s), 0, LONG_MAX, NULL},
+    {"executor", KIND_EXECUTOR, AT(client_restart.executor), NO_BOUNDS, NULL},
+    {"command", KIND_ARGV, AT(client_restart.command), NO_BOUNDS, NULL},
+    {"rate_limit", KIND_RATE, AT(client_restart.common.rate_limit), NO_BOUNDS, NULL},
+    {"cooldown", KIND_DURATION, AT(client_restart.common.cooldown_s), 0, LONG_MAX, NULL},
+    END,
+};
+
+static const struct setting_spec server_restart_settings[] = {
+    {"enabled", KIND_BOOL, AT(server_restart.common.enabled), NO_BOUNDS, NULL},
+    {"mode", KIND_MODE, AT(server_restart.common.mode), NO_BOUNDS, NULL},
+    {"min_down", KIND_DURATION, AT(server_restart.min_down_s), 0, LONG_MAX, NULL},
+    {"ready_timeout", KIND_DURATION, AT(server_restart.ready_timeout_s), 1, LONG_MAX, NULL},
+    {"executor", KIND_EXECUTOR, AT(server_restart.executor), NO_BOUNDS, NULL},
+    {"command", KIND_ARGV, AT(server_restart.command), NO_BOUNDS, NULL},
+    {"rate_limit", KIND_RATE, AT(server_restart.common.rate_limit), NO_BOUNDS, NULL},
+    {"cooldown", KIND_DURATION, AT(server_restart.common.cooldown_s), 0, LONG_MAX, NULL},
+    END,
+};
+
+/* A flap is a down-to-ready cycle, so one alone is no pattern: flap_limit starts at 2. */
+static const struct setting_spec node_ineligible_settings[] = {
+    {"enabled", KIND_BOOL, AT(node_ineligible.common.enabled), NO_BOUNDS, NULL},
+    {"mode", KIND_MODE, AT(node_ineligible.common.mode), NO_BOUNDS, NULL},
+    {"flap_limit", KIND_INT, AT(node_ineligible.flap_limit), 2, 100, NULL},
+    {"flap_window", KIND_DURATION, AT(node_ineligible.flap_window_s), 1, LONG_MAX, NULL},
+    {"rate_limit", KIND_RATE, AT(node_ineligible.common.rate_limit), NO_BOUNDS, NULL},
+    {"cooldown", KIND_DURATION, AT(node_ineligible.common.cooldown_s), 0, LONG_MAX, NULL},
+    END,
+};
+
 static const struct setting_spec rules_settings[] = {
     {"orphan_services", KIND_GROUP, 0, NO_BOUNDS, orphan_services_settings},
     {"system_gc", KIND_GROUP, 0, NO_BOUNDS, system_gc_settings},
     {"down_nodes", KIND_GROUP, 0, NO_BOUNDS, down_nodes_settings},
     {"netns_leaks", KIND_GROUP, 0, NO_BOUNDS, netns_leaks_settings},
     {"port_conflicts", KIND_GROUP, 0, NO_BOUNDS, port_conflicts_settings},
+    {"client_restart", KIND_GROUP, 0, NO_BOUNDS, client_restart_settings},
+    {"server_restart", KIND_GROUP, 0, NO_BOUNDS, server_restart_settings},
+    {"node_ineligible", KIND_GROUP, 0, NO_BOUNDS, node_ineligible_settings},
     END,
 };
 
@@ -447,6 +538,31 @@ static const struct setting_spec node_settings[] = {
     {"iptables_save", KIND_PATH, AT(host.iptables_save), NO_BOUNDS, NULL},
     {"ip", KIND_PATH, AT(host.ip_command), NO_BOUNDS, NULL},
     {"command_timeout", KIND_TIMEOUT, AT(host.command_timeout_ms), 100, 600000, NULL},
+    {"servers", KIND_ADDRESS_LIST, AT(node_servers), NO_BOUNDS, NULL},
+    {"restart_command", KIND_ARGV, AT(node_restart_command), NO_BOUNDS, NULL},
+    END,
+};
+
+/*
+ * Nomad accepts a lock TTL from 10s to 24h (VariableLock.Validate in
+ * nomad/structs/variables.go). A lock delay above 1h or a heartbeat interval
+ * above 1h would leave the cluster without a working controller, or every
+ * host looking dead, for longer than any outage the rules are meant for.
+ */
+static const struct setting_spec coordination_settings[] = {
+    {"namespace", KIND_NAMESPACE, AT(coord_namespace), NO_BOUNDS, NULL},
+    {"prefix", KIND_VAR_PREFIX, AT(coord_prefix), NO_BOUNDS, NULL},
+    {"lock_ttl", KIND_DURATION, AT(lock_ttl_s), 10, 24 * 3600, NULL},
+    {"lock_delay", KIND_DURATION, AT(lock_delay_s), 0, 3600, NULL},
+    {"heartbeat_interval", KIND_DURATION, AT(heartbeat_interval_s), 1, 3600, NULL},
+    END,
+};
+
+static const struct setting_spec listener_settings[] = {
+    {"enabled", KIND_BOOL, AT(listener.enabled), NO_BOUNDS, NULL},
+    {"address", KIND_LISTEN_ADDRESS, AT(listener.address), NO_BOUNDS, NULL},
+    {"tokens", KIND_TOKENS, AT(listener), NO_BOUNDS, NULL},
+    {"healthy_within", KIND_DURATION, AT(listener.healthy_within_s), 1, LONG_MAX, NULL},
     END,
 };
 
@@ -457,6 +573,8 @@ static const struct setting_spec top_settings[] = {
     {"controller", KIND_GROUP, 0, NO_BOUNDS, controller_settings},
     {"rules", KIND_GROUP, 0, NO_BOUNDS, rules_settings},
     {"node", KIND_GROUP, 0, NO_BOUNDS, node_settings},
+    {"coordination", KIND_GROUP, 0, NO_BOUNDS, coordination_settings},
+    {"listener", KIND_GROUP, 0, NO_BOUNDS, listener_settings},
     END,
 };
 
@@ -477,6 +595,158 @@ static int set_string(char **field, const char *value)
     }
     free(*field);
     *field = copy;
+    return 0;
+}
+
+static void argv_free(struct policy_argv *v)
+{
+    for (size_t i = 0; i < v->argc; i++)
+        free(v->argv[i]);
+    free(v->argv);
+    v->argv = NULL;
+    v->argc = 0;
+}
+
+/*
+ * Replace *v with copies of the n strings in items, NULL-terminated. An empty
+ * vector has argv NULL. Returns 0, or -1 when memory runs out, with *v
+ * unchanged.
+ */
+static int argv_set(struct policy_argv *v, const char *const *items, size_t n)
+{
+    struct policy_argv copy = {NULL, 0};
+
+    if (n > 0) {
+        copy.argv = calloc(n + 1, sizeof(*copy.argv));
+        if (copy.argv == NULL)
+            return -1;
+        for (; copy.argc < n; copy.argc++) {
+            copy.argv[copy.argc] = strdup(items[copy.argc]);
+            if (copy.argv[copy.argc] == NULL) {
+                argv_free(&copy);
+                return -1;
+            }
+        }
+    }
+    argv_free(v);
+    *v = copy;
+    return 0;
+}
+
+static void tokens_free(struct policy_listener_token *tokens, size_t n_tokens)
+{
+    for (size_t i = 0; i < n_tokens; i++) {
+        free(tokens[i].name);
+        free(tokens[i].token);
+    }
+    free(tokens);
+}
+
+/* Heartbeat loss and restarts: the client_restart, server_restart and node_ineligible rules. */
+static int set_restart_defaults(struct policy *p)
+{
+    p->client_restart.common.enabled = 1;
+    p->client_restart.common.mode = MODE_UNSET;
+    /* Nomad marks a client down 20-50s after its last heartbeat, and an agent
+     * restarted by hand, by systemd or by an upgrade is usually back within a
+     * minute or two (an estimate). 5m leaves those alone. */
+    p->client_restart.min_down_s = 5 * 60;
+    /* Four heartbeat intervals of 30s, so one or two lost writes do not make a
+     * live host look dead. It stays below min_down, so a host that died with
+     * its agent has a stale heartbeat by the time the agent counts as down. */
+    p->client_restart.heartbeat_max_age_s = 2 * 60;
+    /* A restart that goes wrong then hurts one node, and many clients down at
+     * once points to the servers or the network, not to the clients. */
+    p->client_restart.max_parallel = 1;
+    /* A restarted client re-registers and restores its allocations, which on
+     * a busy host can take minutes (an estimate). */
+    p->client_restart.ready_timeout_s = 10 * 60;
+    /* A new leader rebuilds every heartbeat timer, and statuses written just
+     * before the election may be stale, so clients first heartbeat to it. */
+    p->client_restart.settle_s = 2 * 60;
+    /* The node scope already runs as root on every client for netns_leaks, so
+     * the cluster scope needs no shell access to the hosts. */
+    p->client_restart.executor = EXECUTOR_NODE_AGENT;
+    /* At most one client restart every 10 minutes on average. */
+    p->client_restart.common.rate_limit = (struct policy_rate){6, 3600};
+    /* An agent that dies again soon after a restart is not restarted in a
+     * loop; node_ineligible takes over a node that keeps flapping. */
+    p->client_restart.common.cooldown_s = 30 * 60;
+
+    p->server_restart.common.enabled = 1;
+    p->server_restart.common.mode = MODE_UNSET;
+    /* A server that loses the leader for seconds (an election, a slow disk)
+     * recovers on its own; 2m of failure rules that out without leaving the
+     * cluster's failure tolerance reduced for long. */
+    p->server_restart.min_down_s = 2 * 60;
+    /* A restarted server rejoins Raft and catches up with the leader's log or
+     * a snapshot, which takes minutes on a large state (an estimate). */
+    p->server_restart.ready_timeout_s = 10 * 60;
+    /* Servers often run no Nomad client and so no node scope that could take
+     * an order. The command stays unset because reaching a server host (ssh
+     * user, sudo rules) differs per site. */
+    p->server_restart.executor = EXECUTOR_EXEC;
+    /* Each server restart lowers the failure tolerance while it runs; three an
+     * hour, one at a time, leaves time to watch each server rejoin. */
+    p->server_restart.common.rate_limit = (struct policy_rate){3, 3600};
+    /* A server that fails again within 30m of a restart needs an operator. */
+    p->server_restart.common.cooldown_s = 30 * 60;
+
+    p->node_ineligible.common.enabled = 1;
+    p->node_ineligible.common.mode = MODE_UNSET;
+    /* Three down-to-ready cycles within an hour are no longer chance.
+     * Restarting such a node again would loop, while marking it ineligible
+     * stops new placements and leaves its running allocations alone. */
+    p->node_ineligible.flap_limit = 3;
+    p->node_ineligible.flap_window_s = 3600;
+    /* A cause that makes many nodes flap at once cannot remove more than 10
+     * nodes an hour from scheduling. */
+    p->node_ineligible.common.rate_limit = (struct policy_rate){10, 3600};
+    /* Equal to flap_window, so a node an operator made eligible again is
+     * judged on a fresh window. */
+    p->node_ineligible.common.cooldown_s = 3600;
+    return 0;
+}
+
+/* Nomad Variables shared by the two scopes, and the node scope's side of restarts. */
+static int set_coordination_defaults(struct policy *p)
+{
+    /* nomad.service is the systemd unit that HashiCorp's Linux packages install. */
+    static const char *const restart_command[] = {"systemctl", "restart", "nomad"};
+
+    /* "default" exists in every cluster; "nomad-medic" names the product and
+     * stays out of the top-level "nomad" directory that Nomad reserves. */
+    if (set_string(&p->coord_namespace, "default") != 0 ||
+        set_string(&p->coord_prefix, "nomad-medic") != 0)
+        return -1;
+    /* After the holder stops renewing, a standby takes over within about 45s
+     * (TTL plus lock_delay), while a renewal delayed by a Nomad leader
+     * election (a few seconds) does not lose the lock. */
+    p->lock_ttl_s = 30;
+    /* Nomad's own default. It gives a holder that is only slow time to notice
+     * the lost lock and stop acting before another one can take it. */
+    p->lock_delay_s = 15;
+    /* Four writes within client_restart.heartbeat_max_age. Each write is a
+     * Raft write, so 1000 clients write about 33 a second. */
+    p->heartbeat_interval_s = 30;
+
+    /* node.servers stays empty: server addresses differ per cluster, so the
+     * node scope uses nomad.address until an operator lists them. */
+    return argv_set(&p->node_restart_command, restart_command,
+                    sizeof(restart_command) / sizeof(restart_command[0]));
+}
+
+static int set_listener_defaults(struct policy *p)
+{
+    /* Opening a port is the operator's decision. */
+    p->listener.enabled = 0;
+    /* Loopback, so only processes on this host (a local metrics agent or an
+     * SSH tunnel) reach it. Nomad uses 4646-4648, not 8646. */
+    if (set_string(&p->listener.address, "127.0.0.1:8646") != 0)
+        return -1;
+    /* Five passes of the default 1m interval, so a pass that ends a few
+     * minutes late does not fail /healthz, while passes that stopped do. */
+    p->listener.healthy_within_s = 5 * 60;
     return 0;
 }
 
@@ -573,6 +843,10 @@ static int set_builtin_defaults(struct policy *p)
      * attempt waits 10 minutes instead of looping. */
     p->netns_leaks.common.cooldown_s = 10 * 60;
     p->port_conflicts.enabled = 1;
+
+    if (set_restart_defaults(p) != 0 || set_coordination_defaults(p) != 0 ||
+        set_listener_defaults(p) != 0)
+        return -1;
     return 0;
 }
 
@@ -621,6 +895,14 @@ void policy_free(struct policy *p)
     free(p->log_level);
     free(p->node_id);
     host_paths_free(&p->host);
+    argv_free(&p->node_servers);
+    argv_free(&p->node_restart_command);
+    argv_free(&p->client_restart.command);
+    argv_free(&p->server_restart.command);
+    free(p->coord_namespace);
+    free(p->coord_prefix);
+    free(p->listener.address);
+    tokens_free(p->listener.tokens, p->listener.n_tokens);
     memset(p, 0, sizeof(*p));
 }
 
@@ -784,6 +1066,34 @@ static const char *expected_form(const struct setting_spec *spec, char *buf, siz
     case KIND_SHARE:
         snprintf(buf, bufsz, "a share from 0 to 1 like 0.3, or a percentage like \"30%%\"");
         break;
+    case KIND_ARGV:
+        snprintf(buf, bufsz, "an array of 1 to %d non-empty strings like "
+                             "[\"systemctl\", \"restart\", \"nomad\"]", MAX_ARGV_ELEMENTS);
+        break;
+    case KIND_ADDRESS_LIST:
+        snprintf(buf, bufsz, "an array of up to %d addresses like "
+                             "[\"https://10.0.0.1:4646\", \"https://10.0.0.2:4646\"], "
+                             "or [] to use nomad.address", MAX_ARGV_ELEMENTS);
+        break;
+    case KIND_EXECUTOR:
+        snprintf(buf, bufsz, "one of \"exec\", \"node-agent\"");
+        break;
+    case KIND_TOKENS:
+        snprintf(buf, bufsz, "a list of groups like ( { name = \"alice\"; token = \"<%d or more "
+                             "characters>\"; } ), or () for none", MIN_TOKEN_LENGTH);
+        break;
+    case KIND_LISTEN_ADDRESS:
+        snprintf(buf, bufsz, "a host and port like \"127.0.0.1:8646\", \"[::1]:8646\" or "
+                             "\"localhost:8646\", with a port from 1 to 65535");
+        break;
+    case KIND_NAMESPACE:
+        snprintf(buf, bufsz, "a namespace name of 1 to 128 letters, digits or '-', like \"default\"");
+        break;
+    case KIND_VAR_PREFIX:
+        snprintf(buf, bufsz, "1 to %d characters from a-z A-Z 0-9 - _ ~ /, with no leading or "
+                             "trailing '/' and not under \"nomad/\", like \"nomad-medic\"",
+                 MAX_VAR_PREFIX_LENGTH);
+        break;
     }
     return buf;
 }
@@ -791,7 +1101,7 @@ static const char *expected_form(const struct setting_spec *spec, char *buf, siz
 static int fail_type(const struct load_ctx *ctx, const struct setting_spec *spec,
                      const config_setting_t *s, const char *name)
 {
-    char expected[160];
+    char expected[EXPECTED_MAX];
 
     return fail_at(ctx, s, name, "wrong type %s; expected %s", type_name(config_setting_type(s)),
                    expected_form(spec, expected, sizeof(expected)));
@@ -802,7 +1112,7 @@ static int fail_value(const struct load_ctx *ctx, const struct setting_spec *spe
                       const config_setting_t *s, const char *name, const char *problem,
                       const char *text)
 {
-    char expected[160];
+    char expected[EXPECTED_MAX];
 
     return fail_at(ctx, s, name, "%s \"%s\"; expected %s", problem, text,
                    expected_form(spec, expected, sizeof(expected)));
@@ -875,7 +1185,7 @@ static int check_int_literal(const struct load_ctx *ctx, const struct setting_sp
     long long literal;
     int overflow = 0;
     int found;
-    char expected[160];
+    char expected[EXPECTED_MAX];
 
     if (config_setting_type(s) != CONFIG_TYPE_INT)
         return 0;
@@ -918,31 +1228,138 @@ static const char *address_problem(const char *address)
     return "invalid address";
 }
 
+/* The problem with a listener address ("IPv4:port", "[IPv6]:port" or "localhost:port"), or NULL. */
+static const char *listen_address_problem(const char *address)
+{
+    unsigned char binary[16];   /* an in6_addr, or an in_addr in its first 4 bytes */
+    char host[INET6_ADDRSTRLEN];
+    const char *port;
+    size_t host_len;
+    unsigned long long number;
+    size_t digits;
+
+    if (address[0] == '\0')
+        return "empty listen address";
+    if (address[0] == '[') {
+        const char *close = strchr(address, ']');
+
+        if (close == NULL || close[1] != ':')
+            return "no port in listen address";
+        host_len = (size_t)(close - address) - 1;
+        if (host_len >= sizeof(host))
+            return "invalid IPv6 address in listen address";
+        memcpy(host, address + 1, host_len);
+        host[host_len] = '\0';
+        if (inet_pton(AF_INET6, host, binary) != 1)
+            return "invalid IPv6 address in listen address";
+        port = close + 2;
+    } else {
+        const char *colon = strrchr(address, ':');
+
+        if (colon == NULL)
+            return "no port in listen address";
+        host_len = (size_t)(colon - address);
+        if (host_len >= sizeof(host))
+            return "invalid host in listen address";
+        memcpy(host, address, host_len);
+        host[host_len] = '\0';
+        /* Other host names are left out because resolving one could pick any of several addresses. */
+        if (strcmp(host, "localhost") != 0 && inet_pton(AF_INET, host, binary) != 1)
+            return "invalid host in listen address";
+        port = colon + 1;
+    }
+
+    digits = parse_digits(port, &number);
+    if (digits == 0 || digits > 5 || port[digits] != '\0' || number < 1 || number > 65535)
+        return "invalid port in listen address";
+    return NULL;
+}
+
+/* The problem with a namespace name, or NULL. Nomad's rule: ^[a-zA-Z0-9-]{1,128}$ (nomad/structs/structs.go). */
+static const char *namespace_problem(const char *name)
+{
+    size_t len = strlen(name);
+
+    if (len == 0)
+        return "empty namespace";
+    if (len > 128)
+        return "namespace too long";
+    for (const char *c = name; *c != '\0'; c++) {
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              *c == '-'))
+            return "invalid namespace";
+    }
+    return NULL;
+}
+
+/*
+ * The problem with a Variable path prefix, or NULL. Nomad accepts Variable
+ * paths matching ^[a-zA-Z0-9-_~/]{1,128}$ and keeps the top-level "nomad"
+ * directory for nomad/jobs and nomad/job-templates (validatePath in
+ * nomad/structs/variables.go). The slash rule keeps paths like
+ * <prefix>/lock free of empty segments.
+ */
+static const char *var_prefix_problem(const char *prefix)
+{
+    size_t len = strlen(prefix);
+
+    if (len == 0)
+        return "empty prefix";
+    if (len > MAX_VAR_PREFIX_LENGTH)
+        return "prefix too long";
+    for (const char *c = prefix; *c != '\0'; c++) {
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              strchr("-_~/", *c) != NULL))
+            return "invalid character in prefix";
+    }
+    if (prefix[0] == '/' || prefix[len - 1] == '/')
+        return "leading or trailing '/' in prefix";
+    if (strncmp(prefix, "nomad", 5) == 0 && (prefix[5] == '\0' || prefix[5] == '/'))
+        return "Nomad's reserved \"nomad\" directory in prefix";
+    return NULL;
+}
+
+/* The problem with a string of this kind, or NULL when it is valid or the kind has no rule. */
+static const char *string_problem(enum setting_kind kind, const char *text)
+{
+    switch (kind) {
+    case KIND_PATH:
+        return text[0] == '\0' ? "empty path" : NULL;
+    case KIND_ADDRESS:
+        return address_problem(text);
+    case KIND_LISTEN_ADDRESS:
+        return listen_address_problem(text);
+    case KIND_NAMESPACE:
+        return namespace_problem(text);
+    case KIND_VAR_PREFIX:
+        return var_prefix_problem(text);
+    default:
+        return NULL;
+    }
+}
+
 static int load_string(const struct load_ctx *ctx, const struct setting_spec *spec,
                        const config_setting_t *s, const char *name, struct policy *p)
 {
     const char *text = config_setting_get_string(s);
+    const char *problem = string_problem(spec->kind, text);
     char **field = FIELD(p, spec, char *);
     enum log_level level;
-    char expected[160];
+    char expected[EXPECTED_MAX];
+
+    expected_form(spec, expected, sizeof(expected));
+    if (problem != NULL && text[0] == '\0')
+        return fail_at(ctx, s, name, "%s; expected %s", problem, expected);
+    if (problem != NULL)
+        return fail_at(ctx, s, name, "%s \"%s\"; expected %s", problem, text, expected);
 
     switch (spec->kind) {
     case KIND_PATH:
-        if (text[0] == '\0')
-            return fail_at(ctx, s, name, "empty path; expected %s",
-                           expected_form(spec, expected, sizeof(expected)));
+    case KIND_ADDRESS:
+    case KIND_LISTEN_ADDRESS:
+    case KIND_NAMESPACE:
+    case KIND_VAR_PREFIX:
         break;
-    case KIND_ADDRESS: {
-        const char *problem = address_problem(text);
-
-        if (problem != NULL && text[0] == '\0')
-            return fail_at(ctx, s, name, "%s; expected %s", problem,
-                           expected_form(spec, expected, sizeof(expected)));
-        if (problem != NULL)
-            return fail_at(ctx, s, name, "%s \"%s\"; expected %s", problem, text,
-                           expected_form(spec, expected, sizeof(expected)));
-        break;
-    }
     case KIND_LOG_LEVEL:
         if (log_parse_level(text, &level) != 0)
             return fail_value(ctx, spec, s, name, "unknown log level", text);
@@ -963,7 +1380,7 @@ static int load_integer(const struct load_ctx *ctx, const struct setting_spec *s
                         const config_setting_t *s, const char *name, struct policy *p)
 {
     long long value;
-    char expected[160];
+    char expected[EXPECTED_MAX];
 
     if (config_setting_type(s) != CONFIG_TYPE_INT && config_setting_type(s) != CONFIG_TYPE_INT64)
         return fail_type(ctx, spec, s, name);
@@ -1031,7 +1448,7 @@ static int load_size(const struct load_ctx *ctx, const struct setting_spec *spec
 static int load_share(const struct load_ctx *ctx, const struct setting_spec *spec,
                       const config_setting_t *s, const char *name, struct policy *p)
 {
-    char expected[160];
+    char expected[EXPECTED_MAX];
     double share;
 
     expected_form(spec, expected, sizeof(expected));
@@ -1073,6 +1490,279 @@ static int load_share(const struct load_ctx *ctx, const struct setting_spec *spe
     return 0;
 }
 
+/* The placeholders a restart command may contain; the exec executor replaces each with the target's value. */
+static const char *const command_placeholders[] = {"{node_id}", "{node_name}", "{address}"};
+
+/*
+ * Find the first '{' in arg that does not start a known placeholder. Returns
+ * NULL when there is none; else returns the brace, with *len the length up
+ * to and including the next '}' (or to the end of arg, with *closed 0).
+ */
+static const char *find_unknown_placeholder(const char *arg, size_t *len, int *closed)
+{
+    for (const char *brace = strchr(arg, '{'); brace != NULL; brace = strchr(brace + 1, '{')) {
+        const char *close = strchr(brace, '}');
+        size_t n = close != NULL ? (size_t)(close - brace) + 1 : strlen(brace);
+        int known = 0;
+
+        for (size_t i = 0; i < sizeof(command_placeholders) / sizeof(command_placeholders[0]); i++) {
+            if (strlen(command_placeholders[i]) == n && strncmp(brace, command_placeholders[i], n) == 0)
+                known = 1;
+        }
+        if (!known) {
+            *len = n;
+            *closed = close != NULL;
+            return brace;
+        }
+    }
+    return NULL;
+}
+
+/* The KIND_ADDRESS form, for messages about one element of a KIND_ADDRESS_LIST. */
+static const struct setting_spec address_element_spec = {"address", KIND_ADDRESS, 0, NO_BOUNDS, NULL};
+
+/*
+ * Check element i (0-based) of a KIND_ARGV or KIND_ADDRESS_LIST array. s is
+ * the array: libconfig records an unnamed element's line unreliably, so
+ * messages carry the array's line and the element's 1-based position.
+ */
+static int check_array_element(const struct load_ctx *ctx, const struct setting_spec *spec,
+                               const config_setting_t *s, const char *name, int i,
+                               const char *text)
+{
+    char expected[EXPECTED_MAX];
+    const char *brace;
+    size_t len;
+    int closed;
+
+    if (spec->kind == KIND_ADDRESS_LIST) {
+        const char *problem = address_problem(text);
+
+        expected_form(&address_element_spec, expected, sizeof(expected));
+        if (problem != NULL && text[0] == '\0')
+            return fail_at(ctx, s, name, "element %d: %s; expected %s", i + 1, problem, expected);
+        if (problem != NULL)
+            return fail_at(ctx, s, name, "element %d: %s \"%s\"; expected %s", i + 1, problem, text,
+                           expected);
+        return 0;
+    }
+
+    if (text[0] == '\0')
+        return fail_at(ctx, s, name, "element %d: empty string; expected %s", i + 1,
+                       expected_form(spec, expected, sizeof(expected)));
+    brace = find_unknown_placeholder(text, &len, &closed);
+    if (brace != NULL)
+        return fail_at(ctx, s, name,
+                       "element %d: %s placeholder \"%.*s\"; expected only {node_id}, "
+                       "{node_name} or {address} inside braces",
+                       i + 1, closed ? "unknown" : "unclosed", (int)len, brace);
+    return 0;
+}
+
+/* Load a KIND_ARGV or KIND_ADDRESS_LIST array into a struct policy_argv. */
+static int load_string_array(const struct load_ctx *ctx, const struct setting_spec *spec,
+                             const config_setting_t *s, const char *name, struct policy *p)
+{
+    const char *items[MAX_ARGV_ELEMENTS];
+    char expected[EXPECTED_MAX];
+    int n;
+
+    if (config_setting_type(s) != CONFIG_TYPE_ARRAY)
+        return fail_type(ctx, spec, s, name);
+    expected_form(spec, expected, sizeof(expected));
+    n = config_setting_length(s);
+    if (n == 0 && spec->kind == KIND_ARGV)
+        return fail_at(ctx, s, name, "empty array; expected %s", expected);
+    if (n > MAX_ARGV_ELEMENTS)
+        return fail_at(ctx, s, name, "%d elements, more than %d; expected %s", n,
+                       MAX_ARGV_ELEMENTS, expected);
+
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *element = config_setting_get_elem(s, (unsigned)i);
+
+        /* libconfig arrays hold one scalar type, so the first element decides for all. */
+        if (config_setting_type(element) != CONFIG_TYPE_STRING)
+            return fail_at(ctx, s, name, "element %d: wrong type %s; expected %s", i + 1,
+                           type_name(config_setting_type(element)), expected);
+        items[i] = config_setting_get_string(element);
+        if (check_array_element(ctx, spec, s, name, i, items[i]) != 0)
+            return -1;
+    }
+
+    if (argv_set(FIELD(p, spec, struct policy_argv), items, (size_t)n) != 0)
+        return fail_at(ctx, s, name, "out of memory; free memory and retry");
+    return 0;
+}
+
+static int token_name_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '.' || c == '@' || c == '-';
+}
+
+static int token_name_is_valid(const char *token_name)
+{
+    size_t len = strlen(token_name);
+
+    if (len == 0 || len > MAX_TOKEN_NAME_LENGTH)
+        return 0;
+    for (const char *c = token_name; *c != '\0'; c++) {
+        if (!token_name_char(*c))
+            return 0;
+    }
+    return 1;
+}
+
+/* Printable ASCII without spaces, because the token travels in an HTTP header. */
+static int token_chars_are_valid(const char *token)
+{
+    for (const unsigned char *c = (const unsigned char *)token; *c != '\0'; c++) {
+        if (*c < 0x21 || *c > 0x7e)
+            return 0;
+    }
+    return 1;
+}
+
+/*
+ * Check one { name = ...; token = ...; } group, element i (0-based) of the
+ * tokens list, against the first i entries already accepted. The token value
+ * never goes into a message. On success *name_out and *token_out point into
+ * the group.
+ */
+static int check_token_entry(const struct load_ctx *ctx, const config_setting_t *entry,
+                             const char *name, int i, const struct policy_listener_token *accepted,
+                             const char **name_out, const char **token_out)
+{
+    const config_setting_t *name_setting = config_setting_get_member(entry, "name");
+    const config_setting_t *token_setting = config_setting_get_member(entry, "token");
+    const char *token_name;
+    const char *token;
+
+    for (int m = 0; m < config_setting_length(entry); m++) {
+        const config_setting_t *member = config_setting_get_elem(entry, (unsigned)m);
+        const char *member_name = config_setting_name(member);
+
+        if (strcmp(member_name, "name") != 0 && strcmp(member_name, "token") != 0)
+            return fail_at(ctx, member, name, "element %d: unknown setting \"%s\"; expected name "
+                           "and token", i + 1, member_name);
+    }
+
+    if (name_setting == NULL)
+        return fail_at(ctx, entry, name, "element %d: no name; expected name = \"alice\"; with "
+                       "1 to %d characters from A-Z a-z 0-9 _ . @ -", i + 1, MAX_TOKEN_NAME_LENGTH);
+    if (config_setting_type(name_setting) != CONFIG_TYPE_STRING)
+        return fail_at(ctx, name_setting, name, "element %d: name has wrong type %s; expected a "
+                       "string in double quotes", i + 1,
+                       type_name(config_setting_type(name_setting)));
+    token_name = config_setting_get_string(name_setting);
+    if (!token_name_is_valid(token_name))
+        return fail_at(ctx, name_setting, name, "element %d: invalid name \"%s\"; expected 1 to %d "
+                       "characters from A-Z a-z 0-9 _ . @ -", i + 1, token_name,
+                       MAX_TOKEN_NAME_LENGTH);
+    for (int j = 0; j < i; j++) {
+        if (strcmp(accepted[j].name, token_name) == 0)
+            return fail_at(ctx, name_setting, name, "name \"%s\" is used by elements %d and %d; "
+                           "expected a different name for each token", token_name, j + 1, i + 1);
+    }
+
+    if (token_setting == NULL)
+        return fail_at(ctx, entry, name, "\"%s\" has no token; expected token = \"<%d or more "
+                       "characters>\";", token_name, MIN_TOKEN_LENGTH);
+    if (config_setting_type(token_setting) != CONFIG_TYPE_STRING)
+        return fail_at(ctx, token_setting, name, "token of \"%s\" has wrong type %s; expected a "
+                       "string in double quotes", token_name,
+                       type_name(config_setting_type(token_setting)));
+    token = config_setting_get_string(token_setting);
+    if (strlen(token) < MIN_TOKEN_LENGTH)
+        return fail_at(ctx, token_setting, name, "token of \"%s\" is shorter than %d characters; "
+                       "expected at least %d random characters, for example from `openssl rand "
+                       "-hex 32`", token_name, MIN_TOKEN_LENGTH, MIN_TOKEN_LENGTH);
+    if (!token_chars_are_valid(token))
+        return fail_at(ctx, token_setting, name, "token of \"%s\" contains a space, a control or "
+                       "a non-ASCII character; expected printable ASCII without spaces, since it "
+                       "is sent in an HTTP header", token_name);
+    for (int j = 0; j < i; j++) {
+        if (strcmp(accepted[j].token, token) == 0)
+            return fail_at(ctx, token_setting, name, "\"%s\" has the same token as \"%s\"; "
+                           "expected a different token for each name", token_name,
+                           accepted[j].name);
+    }
+
+    *name_out = token_name;
+    *token_out = token;
+    return 0;
+}
+
+/* Load listener.tokens, replacing the previous list only when every entry is valid. */
+static int load_tokens(const struct load_ctx *ctx, const struct setting_spec *spec,
+                       const config_setting_t *s, const char *name, struct policy *p)
+{
+    struct policy_listener *listener = FIELD(p, spec, struct policy_listener);
+    struct policy_listener_token *tokens = NULL;
+    size_t n_tokens = 0;
+    char expected[EXPECTED_MAX];
+    int n;
+    int rc = -1;
+
+    if (config_setting_type(s) != CONFIG_TYPE_LIST)
+        return fail_type(ctx, spec, s, name);
+    n = config_setting_length(s);
+    if (n > 0) {
+        tokens = calloc((size_t)n, sizeof(*tokens));
+        if (tokens == NULL)
+            return fail_at(ctx, s, name, "out of memory; free memory and retry");
+    }
+
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *entry = config_setting_get_elem(s, (unsigned)i);
+        const char *token_name = NULL;
+        const char *token = NULL;
+
+        if (!config_setting_is_group(entry)) {
+            fail_at(ctx, s, name, "element %d: wrong type %s; expected %s", i + 1,
+                    type_name(config_setting_type(entry)),
+                    expected_form(spec, expected, sizeof(expected)));
+            goto out;
+        }
+        if (check_token_entry(ctx, entry, name, i, tokens, &token_name, &token) != 0)
+            goto out;
+        tokens[i].name = strdup(token_name);
+        tokens[i].token = strdup(token);
+        n_tokens++;
+        if (tokens[i].name == NULL || tokens[i].token == NULL) {
+            fail_at(ctx, entry, name, "out of memory; free memory and retry");
+            goto out;
+        }
+    }
+
+    tokens_free(listener->tokens, listener->n_tokens);
+    listener->tokens = tokens;
+    listener->n_tokens = n_tokens;
+    tokens = NULL;
+    n_tokens = 0;
+    rc = 0;
+
+out:
+    tokens_free(tokens, n_tokens);
+    return rc;
+}
+
+static const char *executor_name(enum restart_executor executor)
+{
+    return executor == EXECUTOR_EXEC ? "exec" : "node-agent";
+}
+
+static int parse_executor(const char *text, enum restart_executor *out)
+{
+    if (strcmp(text, "exec") == 0)
+        *out = EXECUTOR_EXEC;
+    else if (strcmp(text, "node-agent") == 0)
+        *out = EXECUTOR_NODE_AGENT;
+    else
+        return -1;
+    return 0;
+}
+
 static int load_value(const struct load_ctx *ctx, const struct setting_spec *spec,
                       const config_setting_t *s, const char *name, struct policy *p)
 {
@@ -1089,6 +1779,11 @@ static int load_value(const struct load_ctx *ctx, const struct setting_spec *spe
         return load_integer(ctx, spec, s, name, p);
     case KIND_SHARE:
         return load_share(ctx, spec, s, name, p);
+    case KIND_ARGV:
+    case KIND_ADDRESS_LIST:
+        return load_string_array(ctx, spec, s, name, p);
+    case KIND_TOKENS:
+        return load_tokens(ctx, spec, s, name, p);
     default:
         break;
     }
@@ -1111,6 +1806,10 @@ static int load_value(const struct load_ctx *ctx, const struct setting_spec *spe
     case KIND_MODE:
         if (policy_parse_mode(text, FIELD(p, spec, enum policy_mode)) != 0)
             return fail_value(ctx, spec, s, name, "invalid mode", text);
+        return 0;
+    case KIND_EXECUTOR:
+        if (parse_executor(text, FIELD(p, spec, enum restart_executor)) != 0)
+            return fail_value(ctx, spec, s, name, "invalid executor", text);
         return 0;
     default:
         return load_string(ctx, spec, s, name, p);
@@ -1174,6 +1873,50 @@ static int load_group(const struct load_ctx *ctx, const config_setting_t *group,
     return 0;
 }
 
+/*
+ * Reject a restart rule that the file configures (it has a group for the
+ * rule) and that may act (enabled, mode approve or enforce) with executor
+ * "exec" but no command, pointing at the rule's group. Dry-run needs no
+ * command, because it only records what it would restart.
+ *
+ * A rule with no group in the file is not checked, so `controller.mode =
+ * "enforce"` alone still loads with the built-in server_restart (exec, no
+ * command), and so does --mode, which policy_force_mode() applies after
+ * loading. NOTE: such a rule cannot restart anything, so the exec executor
+ * must fail the action when command.argc is 0.
+ */
+static int check_restart_commands(const struct load_ctx *ctx, const config_t *cfg,
+                                  const struct policy *p)
+{
+    const struct {
+        const char *name;
+        const struct policy_rule_common *common;
+        enum restart_executor executor;
+        const struct policy_argv *command;
+    } rules[] = {
+        {"rules.client_restart", &p->client_restart.common, p->client_restart.executor,
+         &p->client_restart.command},
+        {"rules.server_restart", &p->server_restart.common, p->server_restart.executor,
+         &p->server_restart.command},
+    };
+
+    for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
+        enum policy_mode mode = policy_rule_mode(p, rules[i].common);
+        const config_setting_t *group = config_lookup(cfg, rules[i].name);
+
+        if (group == NULL || !rules[i].common->enabled || rules[i].executor != EXECUTOR_EXEC ||
+            rules[i].command->argc > 0 || mode == MODE_DRY_RUN)
+            continue;
+        return fail_at(ctx, group, rules[i].name,
+                       "executor \"exec\" has no command to run in %s mode; expected a command "
+                       "like [\"ssh\", \"{address}\", \"sudo\", \"systemctl\", \"restart\", "
+                       "\"nomad\"], executor = \"node-agent\", mode = \"dry-run\" or "
+                       "enabled = false",
+                       policy_mode_name(mode));
+    }
+    return 0;
+}
+
 int policy_load(const char *path, struct policy *p, char *err, size_t errsz)
 {
     struct load_ctx ctx = {.path = path, .text = NULL, .err = err, .errsz = errsz};
@@ -1229,6 +1972,8 @@ int policy_load(const char *path, struct policy *p, char *err, size_t errsz)
     }
     if (load_group(&ctx, config_root_setting(&cfg), top_settings, "", p) != 0)
         goto out;
+    if (check_restart_commands(&ctx, &cfg, p) != 0)
+        goto out;
     if (set_string(&p->source_path, path) != 0) {
         set_error(err, errsz, "%s: out of memory; free memory and retry", path);
         goto out;
@@ -1246,11 +1991,11 @@ out:
 /* ---------------------------------------------------------------------- */
 /* Dumping                                                                 */
 
-/* Write text as a libconfig string literal. */
-static void dump_string(FILE *out, const char *text)
+/* Write len bytes of text as the inside of a libconfig string literal. */
+static void dump_escaped(FILE *out, const char *text, size_t len)
 {
-    fputc('"', out);
-    for (const unsigned char *c = (const unsigned char *)text; *c != '\0'; c++) {
+    for (const unsigned char *c = (const unsigned char *)text; c < (const unsigned char *)text + len;
+         c++) {
         if (*c == '"' || *c == '\\')
             fprintf(out, "\\%c", *c);
         else if (*c == '\n')
@@ -1262,6 +2007,13 @@ static void dump_string(FILE *out, const char *text)
         else
             fputc(*c, out);
     }
+}
+
+/* Write text as a libconfig string literal. */
+static void dump_string(FILE *out, const char *text)
+{
+    fputc('"', out);
+    dump_escaped(out, text, strlen(text));
     fputc('"', out);
 }
 
@@ -1281,44 +2033,88 @@ static void dump_share(FILE *out, double share)
 }
 
 /*
- * Write an address without its userinfo ("http://user:pass@host" becomes
- * "http://host"), because the Nomad CLI sends userinfo as Basic auth, so it
- * may contain a password.
+ * Find the userinfo of a URL address ("user:pass@" in "http://user:pass@host").
+ * Returns its length including the '@', with its offset in *start, or 0 when
+ * there is none.
  */
-static void dump_address(FILE *out, int indent, const char *name, const char *address)
+static size_t find_userinfo(const char *address, size_t *start)
 {
     const char *scheme_end = strstr(address, "://");
     const char *host;
     const char *at;
-    size_t authority_len;
-    char *copy;
 
-    if (scheme_end == NULL) {
-        fprintf(out, "%s = ", name);
-        dump_string(out, address);
-        return;
-    }
+    if (scheme_end == NULL)
+        return 0;
     host = scheme_end + 3;
-    authority_len = strcspn(host, "/?#");
-    at = memchr(host, '@', authority_len);
-    if (at == NULL) {
-        fprintf(out, "%s = ", name);
-        dump_string(out, address);
-        return;
+    at = memchr(host, '@', strcspn(host, "/?#"));
+    if (at == NULL)
+        return 0;
+    *start = (size_t)(host - address);
+    return (size_t)(at - host) + 1;
+}
+
+/*
+ * Write an address as a string literal without its userinfo
+ * ("http://user:pass@host" becomes "http://host"), because the Nomad CLI
+ * sends userinfo as Basic auth, so it may contain a password.
+ */
+static void dump_address_literal(FILE *out, const char *address)
+{
+    size_t start = 0;
+    size_t userinfo_len = find_userinfo(address, &start);
+
+    fputc('"', out);
+    dump_escaped(out, address, start);
+    dump_escaped(out, address + start + userinfo_len, strlen(address + start + userinfo_len));
+    fputc('"', out);
+}
+
+/* Write "name = <address>" without userinfo, preceded by a comment when userinfo was left out. */
+static void dump_address(FILE *out, int indent, const char *name, const char *address)
+{
+    size_t start;
+
+    if (find_userinfo(address, &start) > 0)
+        fprintf(out, "# %s credentials are set (not shown)\n%*s", name, indent, "");
+    fprintf(out, "%s = ", name);
+    dump_address_literal(out, address);
+}
+
+/* Write a KIND_ARGV or KIND_ADDRESS_LIST array as "name = [...]", addresses without userinfo. */
+static void dump_string_array(FILE *out, int indent, const struct setting_spec *spec,
+                              const struct policy_argv *v)
+{
+    size_t start;
+
+    if (spec->kind == KIND_ADDRESS_LIST) {
+        for (size_t i = 0; i < v->argc; i++) {
+            if (find_userinfo(v->argv[i], &start) > 0) {
+                fprintf(out, "# %s credentials are set (not shown)\n%*s", spec->name, indent, "");
+                break;
+            }
+        }
     }
 
-    fprintf(out, "# %s credentials are set (not shown)\n%*s", name, indent, "");
-    copy = malloc(strlen(address) + 1);
-    if (copy == NULL) {
-        /* Without memory to rebuild it, leave the address out rather than show the password. */
-        fprintf(out, "# %s is set (not shown)", name);
-        return;
+    fprintf(out, "%s = [", spec->name);
+    for (size_t i = 0; i < v->argc; i++) {
+        if (i > 0)
+            fputs(", ", out);
+        if (spec->kind == KIND_ADDRESS_LIST)
+            dump_address_literal(out, v->argv[i]);
+        else
+            dump_string(out, v->argv[i]);
     }
-    memcpy(copy, address, (size_t)(host - address));
-    strcpy(copy + (host - address), at + 1);
-    fprintf(out, "%s = ", name);
-    dump_string(out, copy);
-    free(copy);
+    fputc(']', out);
+}
+
+/* Write a comment line with the token names only, because the values are secrets. */
+static void dump_token_names(FILE *out, const struct setting_spec *spec,
+                             const struct policy_listener *listener)
+{
+    fprintf(out, "# %s: ", spec->name);
+    for (size_t i = 0; i < listener->n_tokens; i++)
+        fprintf(out, "%s%s", i > 0 ? ", " : "", listener->tokens[i].name);
+    fputs(" (values not shown)\n", out);
 }
 
 /* Write one setting; the caller has written the indent of its first line. */
@@ -1332,7 +2128,10 @@ static void dump_value(FILE *out, int indent, const struct policy *p,
     case KIND_SECRET:
     case KIND_PATH:
     case KIND_ADDRESS:
-    case KIND_LOG_LEVEL: {
+    case KIND_LOG_LEVEL:
+    case KIND_LISTEN_ADDRESS:
+    case KIND_NAMESPACE:
+    case KIND_VAR_PREFIX: {
         const char *text = *CFIELD(p, spec, char *);
 
         if (text == NULL) {
@@ -1390,6 +2189,31 @@ static void dump_value(FILE *out, int indent, const struct policy *p,
         fprintf(out, "%s = ", spec->name);
         dump_share(out, *CFIELD(p, spec, double));
         break;
+    case KIND_ARGV:
+    case KIND_ADDRESS_LIST: {
+        const struct policy_argv *v = CFIELD(p, spec, struct policy_argv);
+
+        if (spec->kind == KIND_ARGV && v->argc == 0) {
+            fprintf(out, "# %s is not set\n", spec->name);
+            return;
+        }
+        dump_string_array(out, indent, spec, v);
+        break;
+    }
+    case KIND_EXECUTOR:
+        fprintf(out, "%s = \"%s\"", spec->name,
+                executor_name(*CFIELD(p, spec, enum restart_executor)));
+        break;
+    case KIND_TOKENS: {
+        const struct policy_listener *listener = CFIELD(p, spec, struct policy_listener);
+
+        if (listener->n_tokens > 0) {
+            dump_token_names(out, spec, listener);
+            return;
+        }
+        fprintf(out, "%s = ()", spec->name);
+        break;
+    }
     case KIND_GROUP:
         return;
     }

@@ -195,6 +195,9 @@ int policy_load(const char *path, struct policy *p, char *err, size_t errsz);
 /* Free every string p owns and zero p. Safe on a zeroed policy. */
 void policy_free(struct policy *p);
 
+/* 1 when some enabled rule of scope ("cluster" or "node") runs in approve or enforce mode. */
+int policy_may_act(const struct policy *p, const char *scope);
+
 /* The mode a rule runs in: its own, else the global one. */
 enum policy_mode policy_rule_mode(const struct policy *p, const struct policy_rule_common *rule);
 

@@ -26,7 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 #define BUSY_TIMEOUT_MS 5000
 
 #ifndef NOMAD_MEDIC_VERSION
@@ -140,6 +140,19 @@ static const char *const migrations[SCHEMA_VERSION] = {
     "  at INTEGER NOT NULL,"
     "  PRIMARY KEY (action_id, seq)"
     ");",
+    /* 2 -> 3: the approval API's audit trail: every decision and every refused request. */
+    "CREATE TABLE api_audit ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  at INTEGER NOT NULL,"
+    "  remote_addr TEXT,"
+    "  method TEXT NOT NULL,"
+    "  path TEXT NOT NULL,"
+    "  token_name TEXT,"                /* NULL when no configured token matched */
+    "  outcome TEXT NOT NULL CHECK (outcome IN ('approved', 'rejected', 'unauthorized',"
+    "    'forbidden', 'not_found', 'conflict', 'bad_request', 'method_not_allowed', 'too_large')),"
+    "  detail TEXT"
+    ");"
+    "CREATE INDEX api_audit_at ON api_audit(at);",
 };
 
 #define ACTION_COLUMNS                                                                  \
@@ -1675,4 +1688,118 @@ out:
     *steps = rows;
     *n = count;
     return JOURNAL_OK;
+}
+
+/* ---- approval API audit ---- */
+
+void journal_api_audit_free(struct journal_api_audit *row)
+{
+    if (row == NULL)
+        return;
+    free(row->remote_addr);
+    free(row->method);
+    free(row->path);
+    free(row->token_name);
+    free(row->outcome);
+    free(row->detail);
+    memset(row, 0, sizeof(*row));
+}
+
+void journal_api_audit_list_free(struct journal_api_audit *rows, size_t n)
+{
+    if (rows == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        journal_api_audit_free(&rows[i]);
+    free(rows);
+}
+
+int journal_api_audit_add(struct journal *j, const struct journal_api_audit *row, long long now,
+                          long long *id, char *err, size_t errsz)
+{
+    static const char operation[] = "recording an API audit row";
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    rc = prepare(j,
+                 "INSERT INTO api_audit (at, remote_addr, method, path, token_name, outcome, detail) "
+                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 operation, &st, err, errsz);
+    if (rc != JOURNAL_OK)
+        return rc;
+    if (sqlite3_bind_int64(st, 1, now) || bind_text(st, 2, row->remote_addr) ||
+        bind_text(st, 3, row->method) || bind_text(st, 4, row->path) ||
+        bind_text(st, 5, row->token_name) || bind_text(st, 6, row->outcome) ||
+        bind_text(st, 7, row->detail) || sqlite3_step(st) != SQLITE_DONE) {
+        rc = db_err(j, operation, err, errsz);
+        goto out;
+    }
+    if (id != NULL)
+        *id = sqlite3_last_insert_rowid(j->db);
+out:
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int journal_api_audit_list(struct journal *j, size_t limit, struct journal_api_audit **rows, size_t *n,
+                           char *err, size_t errsz)
+{
+    static const char operation[] = "listing API audit rows";
+    struct journal_api_audit *list = NULL;
+    sqlite3_stmt *st = NULL;
+    size_t count = 0, cap = 0;
+    int step;
+    int rc;
+
+    *rows = NULL;
+    *n = 0;
+    rc = prepare(j,
+                 "SELECT id, at, remote_addr, method, path, token_name, outcome, detail "
+                 "FROM api_audit ORDER BY id DESC LIMIT ?1",
+                 operation, &st, err, errsz);
+    if (rc != JOURNAL_OK)
+        return rc;
+    /* A negative LIMIT means no limit in SQLite. */
+    if (sqlite3_bind_int64(st, 1, limit == 0 || limit > (size_t)LLONG_MAX ? -1 : (long long)limit)) {
+        rc = db_err(j, operation, err, errsz);
+        goto out;
+    }
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        struct journal_api_audit *row;
+
+        if (count == cap) {
+            size_t new_cap = cap ? cap * 2 : 16;
+            struct journal_api_audit *grown = realloc(list, new_cap * sizeof(*grown));
+
+            if (grown == NULL) {
+                rc = oom_err(j, err, errsz);
+                goto out;
+            }
+            list = grown;
+            cap = new_cap;
+        }
+        row = &list[count];
+        memset(row, 0, sizeof(*row));
+        count++;
+        row->id = sqlite3_column_int64(st, 0);
+        row->at = sqlite3_column_int64(st, 1);
+        if (column_dup(st, 2, &row->remote_addr) || column_dup(st, 3, &row->method) ||
+            column_dup(st, 4, &row->path) || column_dup(st, 5, &row->token_name) ||
+            column_dup(st, 6, &row->outcome) || column_dup(st, 7, &row->detail)) {
+            rc = oom_err(j, err, errsz);
+            goto out;
+        }
+    }
+    if (step != SQLITE_DONE) {
+        rc = db_err(j, operation, err, errsz);
+        goto out;
+    }
+    *rows = list;
+    *n = count;
+    list = NULL;
+    count = 0;
+out:
+    journal_api_audit_list_free(list, count);
+    sqlite3_finalize(st);
+    return rc;
 }

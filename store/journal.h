@@ -284,4 +284,44 @@ int journal_steps_list(struct journal *j, long long action_id, struct journal_st
                        char *err, size_t errsz);
 void journal_steps_free(struct journal_step *steps, size_t n);
 
+/* ---- approval API audit ---- */
+
+/*
+ * One request to the approval API that decided an action or was refused.
+ * Strings are owned by the struct (journal_api_audit_free). No field ever
+ * holds a bearer token: token_name is the configured name of the token that
+ * matched, or NULL when none did.
+ */
+struct journal_api_audit {
+    long long id;
+    long long at;
+    char *remote_addr;     /* client IP address as text */
+    char *method;          /* not NULL */
+    char *path;            /* request path without the query string; not NULL */
+    char *token_name;
+    char *outcome;         /* not NULL: "approved", "rejected", "unauthorized", "forbidden",
+                              "not_found", "conflict", "bad_request", "method_not_allowed"
+                              or "too_large" */
+    char *detail;          /* what was decided, or why the request was refused */
+};
+
+void journal_api_audit_free(struct journal_api_audit *row);
+void journal_api_audit_list_free(struct journal_api_audit *rows, size_t n);
+
+/*
+ * Append an audit row with at = now; row->id and row->at are ignored.
+ * JOURNAL_ERR when method, path or outcome is NULL or the outcome is not
+ * one of the values listed above (the schema checks both). *id (may be
+ * NULL) receives the row id.
+ */
+int journal_api_audit_add(struct journal *j, const struct journal_api_audit *row, long long now,
+                          long long *id, char *err, size_t errsz);
+
+/*
+ * Audit rows, newest first, at most limit (0: no limit). *rows is a
+ * malloc'd array for journal_api_audit_list_free().
+ */
+int journal_api_audit_list(struct journal *j, size_t limit, struct journal_api_audit **rows, size_t *n,
+                           char *err, size_t errsz);
+
 #endif

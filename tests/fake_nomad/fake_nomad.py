@@ -4,9 +4,13 @@
 It serves the read and write endpoints nomad-medic uses with the wire
 behaviour of a Nomad 1.x/2.x server: PascalCase JSON bodies, plain-text
 errors, Go-canonical X-Nomad-* headers, blocking queries, pagination,
-namespaces, ACL tokens and gzip. State comes from a scenario (JSON) and can be
-changed, inspected and broken through a control API under /_test/.
-See README.md next to this file for the scenario format and fault rules.
+namespaces, ACL tokens and gzip. It also plays the server side of variables
+and variable locks, a set of servers whose health and leadership change over
+time, and host agents that come back after a recorded restart. State comes
+from a scenario (JSON) and can be changed, inspected and broken through a
+control API under /_test/; a scenario timeline can change it by time or by
+logical tick. See README.md next to this file for the scenario format, the
+control API and the fault rules.
 
 Usage:
     python3 fake_nomad.py --port-file FILE [--port 0]
@@ -31,6 +35,7 @@ import threading
 import time
 import traceback
 import urllib.parse
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -62,6 +67,42 @@ ERR_NOT_FOUND_PAGE = "404 page not found\n"
 DEFAULT_LEADER = "127.0.0.1:4647"
 DEFAULT_SERVER_ID = "5f5a3b8e-64c2-9d1e-7a40-0c3b2f9d1e11"
 DEFAULT_VERSION = "1.10.5"
+
+# Variables and locks, from Nomad's nomad/structs/variables.go: path syntax,
+# the 64 KiB limit on the summed length of item keys and values, and the lock
+# defaults and TTL range.
+VARIABLE_PATH = re.compile(r"[a-zA-Z0-9\-_~/]{1,128}")
+MAX_VARIABLE_SIZE = 65536
+DEFAULT_LOCK_TTL_S = 15.0
+DEFAULT_LOCK_DELAY_S = 15.0
+MIN_LOCK_TTL_S = 10.0
+MAX_LOCK_TTL_S = 24 * 3600.0
+# Nomad's leader arms a lock's timer with twice the TTL (nomad/locks.go), so a
+# lock expires between TTL and 2 x TTL after its last renewal.
+LOCK_TTL_FACTOR = 2.0
+LOCK_OPERATIONS = ("lock-acquire", "lock-renew", "lock-release")
+# Nomad wraps a coded RPC error in a second coded error for these checks, so
+# the HTTP body keeps one copy of the prefix (nomad/variables_endpoint.go Apply).
+RPC_400_PREFIX = "RPC Error:: 400,"
+
+SERVER_STATUSES = ("alive", "failed", "left")
+DEFAULT_RPC_PORT = 4647
+DEFAULT_SERF_PORT = 4648
+
+# When a host agent comes back after POST /_test/restarted and its scenario
+# entry has no "_restart": after one tick or one second, whichever comes first.
+DEFAULT_RESTART = {"ready_after_s": 1.0, "ready_after_ticks": 1}
+RESTART_KEYS = ("ready_after_s", "ready_after_ticks", "never")
+
+# Operations of PUT /_test/mutate, which scenario timelines also use.
+MUTATION_OPS = (
+    "set_alloc_status", "remove_alloc", "add_alloc", "add_service", "add_registration",
+    "remove_service", "remove_registration", "set_node_status", "add_node", "remove_node",
+    "add_eval", "remove_eval", "set_leader", "set_known_leader", "set_autopilot_healthy",
+    "set_server_status", "set_server_healthy", "set_variable", "delete_variable",
+)
+# The scheduler thread wakes at least this often (seconds) to run due work.
+SCHEDULER_IDLE_S = 0.5
 
 
 # ---------------------------------------------------------------------------
@@ -131,6 +172,46 @@ def parse_go_bool(text):
     if text in ("0", "f", "F", "FALSE", "false", "False"):
         return False
     raise ValueError("invalid bool %r" % text)
+
+
+def format_go_duration(seconds):
+    """Format seconds as Go's time.Duration.String does: "15s", "1m0s", "1.5s", "27.291304ms"."""
+    total_ns = int(round(seconds * 1e9))
+    if total_ns == 0:
+        return "0s"
+    sign = "-" if total_ns < 0 else ""
+    total_ns = abs(total_ns)
+    if total_ns < 1_000:
+        return "%s%dns" % (sign, total_ns)
+    if total_ns < 1_000_000:
+        return sign + decimal_units(total_ns, 1_000) + "\u00b5s"
+    if total_ns < 1_000_000_000:
+        return sign + decimal_units(total_ns, 1_000_000) + "ms"
+    hours, rest = divmod(total_ns, 3600 * 1_000_000_000)
+    minutes, rest = divmod(rest, 60 * 1_000_000_000)
+    text = decimal_units(rest, 1_000_000_000) + "s"
+    if hours:
+        return "%s%dh%dm%s" % (sign, hours, minutes, text)
+    if minutes:
+        return "%s%dm%s" % (sign, minutes, text)
+    return sign + text
+
+
+def decimal_units(value, unit):
+    """Return value / unit as a decimal string without trailing zeros (both integers)."""
+    whole, fraction = divmod(value, unit)
+    if not fraction:
+        return str(whole)
+    digits = len(str(unit)) - 1
+    return "%d.%s" % (whole, ("%0*d" % (digits, fraction)).rstrip("0"))
+
+
+def multierror_text(messages):
+    """Format errors the way hashicorp/go-multierror's default formatter does."""
+    if len(messages) == 1:
+        return "1 error occurred:\n\t* %s\n\n" % messages[0]
+    points = "".join("\t* %s\n" % message for message in messages)
+    return "%d errors occurred:\n%s\n" % (len(messages), points)
 
 
 def deep_merge(base, override):
@@ -823,6 +904,397 @@ def default_agent_self(region, leader, acl_enabled, members):
 
 
 # ---------------------------------------------------------------------------
+# Servers (scenario key "servers")
+
+
+def fill_server(raw, position):
+    """Return the record of one scenario server; raises ScenarioError naming the field.
+
+    Port is the RPC port, which the leader address and Raft peers use; SerfPort
+    is the gossip port that /v1/agent/members reports.
+    """
+    where = "scenario servers[%d]" % position
+    if not isinstance(raw, dict):
+        raise ScenarioError("%s must be an object" % where)
+    name = raw.get("Name")
+    if not isinstance(name, str) or not name:
+        raise ScenarioError("%s is missing Name" % where)
+    status = raw.get("Status", "alive")
+    if status not in SERVER_STATUSES:
+        raise ScenarioError("%s.Status %r is invalid; use one of %s"
+                            % (where, status, ", ".join(SERVER_STATUSES)))
+    for field in ("Voter", "Healthy", "Leader"):
+        if field in raw and not isinstance(raw[field], bool):
+            raise ScenarioError("%s.%s must be true or false" % (where, field))
+    for field, default in (("Port", DEFAULT_RPC_PORT), ("SerfPort", DEFAULT_SERF_PORT)):
+        value = raw.get(field, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+            raise ScenarioError("%s.%s must be a TCP port number" % (where, field))
+    node_id = raw.get("node_id")
+    if node_id is not None and not isinstance(node_id, str):
+        raise ScenarioError("%s.node_id must be a node ID string" % where)
+    return {
+        "Name": name,
+        "ID": raw.get("ID") or stable_uuid("server/" + name),
+        "Addr": raw.get("Addr") or "10.0.0.%d" % (position + 1),
+        "Port": raw.get("Port", DEFAULT_RPC_PORT),
+        "SerfPort": raw.get("SerfPort", DEFAULT_SERF_PORT),
+        "Datacenter": raw.get("Datacenter", "dc1"),
+        "Version": raw.get("Version", DEFAULT_VERSION),
+        "Status": status,
+        "Voter": raw.get("Voter", True),
+        "Healthy": raw.get("Healthy", True),
+        "Leader": raw.get("Leader", False),
+        "node_id": node_id or None,
+        "restart": parse_restart(raw.get("_restart"), where + "._restart"),
+        # Internal: when the server last turned healthy or unhealthy (Unix
+        # seconds), and the Raft position it had reached at that moment.
+        "changed_at": time.time(),
+        "last_index": None,
+        "last_term": None,
+    }
+
+
+def server_public(server):
+    """Return a server record in scenario form (loadable again)."""
+    public = {field: server[field] for field in ("Name", "ID", "Addr", "Port", "SerfPort",
+                                                 "Datacenter", "Version", "Status", "Voter",
+                                                 "Healthy", "Leader")}
+    if server["node_id"]:
+        public["node_id"] = server["node_id"]
+    if server["restart"] is not None:
+        public["_restart"] = dict(server["restart"])
+    return public
+
+
+def server_ok(server):
+    return server["Status"] == "alive" and server["Healthy"]
+
+
+def rpc_address(server):
+    return "%s:%d" % (server["Addr"], server["Port"])
+
+
+def serf_member(server, region, voters):
+    return {
+        "Name": "%s.%s" % (server["Name"], region),
+        "Addr": server["Addr"],
+        "Port": server["SerfPort"],
+        "Tags": {
+            "role": "nomad", "region": region, "dc": server["Datacenter"], "vsn": "1",
+            "mvn": "1", "build": server["Version"], "port": str(server["Port"]),
+            "rpc_addr": server["Addr"], "raft_vsn": "3", "id": server["ID"],
+            "expect": str(voters),
+        },
+        "Status": server["Status"],
+        "ProtocolMin": 1,
+        "ProtocolMax": 5,
+        "ProtocolCur": 2,
+        "DelegateMin": 2,
+        "DelegateMax": 5,
+        "DelegateCur": 4,
+    }
+
+
+# ---------------------------------------------------------------------------
+# Variables and locks
+
+
+def variable_path_error(path):
+    """Return why path is not a valid variable path, or None (rules of Nomad's ValidatePath)."""
+    if not path:
+        return "variable requires path"
+    if not VARIABLE_PATH.fullmatch(path):
+        return "invalid path %s" % json.dumps(path)
+    parts = path.split("/")
+    if parts[0] != "nomad":
+        return None
+    if len(parts) >= 2 and parts[1] in ("jobs", "sentinel"):
+        return None
+    if len(parts) == 3 and parts[1] == "job-templates":
+        return None
+    # NOTE: Nomad rejects these with longer messages that name the allowed paths.
+    return ("invalid path %s: below \"nomad/\" only nomad/jobs, nomad/sentinel and "
+            "nomad/job-templates/<name> are allowed" % json.dumps(path))
+
+
+def items_size(items):
+    """Return the summed UTF-8 length of item keys and values, as Nomad counts it."""
+    return sum(len(key.encode("utf-8")) + len(value.encode("utf-8"))
+               for key, value in (items or {}).items())
+
+
+def lock_json(lock):
+    """Return a lock as Nomad marshals it: durations as Go duration strings."""
+    return {"TTL": format_go_duration(lock["TTL"]),
+            "LockDelay": format_go_duration(lock["LockDelay"]),
+            "ID": lock["ID"]}
+
+
+def variable_metadata(var):
+    """Return a VariableMetadata body (list entries, renew and release replies)."""
+    body = {"Namespace": var["Namespace"], "Path": var["Path"]}
+    if var.get("Lock"):
+        body["Lock"] = dict(var["Lock"])
+    body["CreateIndex"] = var["CreateIndex"]
+    body["CreateTime"] = var["CreateTime"]
+    body["ModifyIndex"] = var["ModifyIndex"]
+    body["ModifyTime"] = var["ModifyTime"]
+    return body
+
+
+def variable_json(var, items):
+    """Return a full variable body; Items is left out when empty, as Go's omitempty does."""
+    body = variable_metadata(var)
+    if items:
+        body["Items"] = dict(items)
+    return body
+
+
+def zero_variable(namespace, path):
+    """Return the zero-valued variable Nomad sends in a 409 when the real one is hidden or absent."""
+    return {"Namespace": namespace, "Path": path, "CreateIndex": 0, "CreateTime": 0,
+            "ModifyIndex": 0, "ModifyTime": 0}
+
+
+def go_json_type(value):
+    """Return the JSON type name Go's encoding/json uses in unmarshal errors."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def json_field(obj, name):
+    """Return obj's value for name, matching the key case-insensitively as Go's encoding/json does."""
+    if name in obj:
+        return obj[name]
+    lowered = name.lower()
+    for key, value in obj.items():
+        if key.lower() == lowered:
+            return value
+    return None
+
+
+def lock_duration(value):
+    """Return seconds from a lock TTL or LockDelay: a Go duration string or nanoseconds.
+
+    Absent, empty, null and values of other JSON types count as 0 (the
+    default applies), as in Nomad's VariableLock.UnmarshalJSON.
+    """
+    if isinstance(value, str):
+        if value == "":
+            return 0.0
+        try:
+            return parse_go_duration(value)
+        except ValueError:
+            raise HttpError(400, "time: invalid duration %s" % json.dumps(value)) from None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value) / 1e9
+    return 0.0
+
+
+def decode_variable_request(body):
+    """Parse a variable write body into {"Namespace", "Items", "Lock"}; raises HttpError 400.
+
+    Items is None when absent or null; Lock is None or {"ID", "TTL", "LockDelay"}
+    with durations in seconds (0 when not given).
+    """
+    if not body:
+        raise HttpError(400, "Request body is empty")
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise HttpError(400, "invalid JSON in request body: %s" % err) from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise HttpError(400, "json: cannot unmarshal %s into Go value of type "
+                             "structs.VariableDecrypted" % go_json_type(doc))
+
+    namespace = json_field(doc, "Namespace")
+    if namespace is not None and not isinstance(namespace, str):
+        raise HttpError(400, "json: cannot unmarshal %s into Go struct field "
+                             "VariableDecrypted.Namespace of type string" % go_json_type(namespace))
+
+    items = json_field(doc, "Items")
+    if items is not None:
+        if not isinstance(items, dict):
+            raise HttpError(400, "json: cannot unmarshal %s into Go struct field "
+                                 "VariableDecrypted.Items of type structs.VariableItems"
+                            % go_json_type(items))
+        for value in items.values():
+            if not isinstance(value, str):
+                raise HttpError(400, "json: cannot unmarshal %s into Go struct field "
+                                     "VariableDecrypted.Items of type string" % go_json_type(value))
+
+    lock = json_field(doc, "Lock")
+    parsed_lock = None
+    if lock is not None:
+        if not isinstance(lock, dict):
+            raise HttpError(400, "json: cannot unmarshal %s into Go struct field "
+                                 "VariableDecrypted.Lock of type structs.VariableLock"
+                            % go_json_type(lock))
+        lock_id = json_field(lock, "ID")
+        if lock_id is not None and not isinstance(lock_id, str):
+            raise HttpError(400, "json: cannot unmarshal %s into Go struct field "
+                                 "VariableLock.ID of type string" % go_json_type(lock_id))
+        parsed_lock = {"ID": lock_id or "",
+                       "TTL": lock_duration(json_field(lock, "TTL")),
+                       "LockDelay": lock_duration(json_field(lock, "LockDelay"))}
+    return {"Namespace": namespace or "", "Items": items, "Lock": parsed_lock}
+
+
+def canonical_lock(lock):
+    """Fill a requested lock as Nomad does: a new ID when none is given, 15 s defaults for zeros."""
+    return {"ID": lock["ID"] or str(uuid.uuid4()),
+            "TTL": lock["TTL"] or DEFAULT_LOCK_TTL_S,
+            "LockDelay": lock["LockDelay"] or DEFAULT_LOCK_DELAY_S}
+
+
+def lock_problems(lock, min_ttl_s):
+    """Return Nomad's complaints about a canonical lock's TTL and LockDelay (empty when valid)."""
+    problems = []
+    if lock["TTL"] < 0 or lock["LockDelay"] < 0:
+        problems.append("Lock delay and TTL must be positive")
+    if lock["TTL"] > MAX_LOCK_TTL_S or lock["TTL"] < min_ttl_s:
+        problems.append("TTL must be between %g seconds and 24 hours" % min_ttl_s)
+    return problems
+
+
+def fill_variable(raw, position, load_ns, min_ttl_s):
+    """Return (variable, lock settings or None) from a scenario entry; raises ScenarioError."""
+    where = "scenario variables[%d]" % position
+    if not isinstance(raw, dict):
+        raise ScenarioError("%s must be an object" % where)
+    namespace = raw.get("Namespace") or "default"
+    path = raw.get("Path")
+    if not isinstance(namespace, str) or namespace == "*":
+        raise ScenarioError("%s.Namespace must be a namespace name" % where)
+    if not isinstance(path, str) or variable_path_error(path):
+        raise ScenarioError("%s.Path %r is invalid: %s"
+                            % (where, path, variable_path_error(path if isinstance(path, str)
+                                                                else "")))
+    items = raw.get("Items") or {}
+    if not isinstance(items, dict) or not all(isinstance(v, str) for v in items.values()):
+        raise ScenarioError("%s.Items must be an object of string values" % where)
+    lock = None
+    if raw.get("Lock"):
+        source = raw["Lock"]
+        if not isinstance(source, dict):
+            raise ScenarioError("%s.Lock must be an object" % where)
+        try:
+            lock = canonical_lock({"ID": source.get("ID") or "",
+                                   "TTL": lock_duration(source.get("TTL")),
+                                   "LockDelay": lock_duration(source.get("LockDelay"))})
+        except HttpError as err:
+            raise ScenarioError("%s.Lock: %s" % (where, err.text)) from None
+        problems = lock_problems(lock, min_ttl_s)
+        if problems:
+            raise ScenarioError("%s.Lock: %s" % (where, "; ".join(problems)))
+    if not items and lock is None:
+        raise ScenarioError("%s.Items must not be empty (only a lock variable may have no items)"
+                            % where)
+    if items_size(items) > MAX_VARIABLE_SIZE:
+        raise ScenarioError("%s.Items exceed %d bytes" % (where, MAX_VARIABLE_SIZE))
+    create_ns = relative_time(raw.get("CreateTime"), load_ns)
+    if create_ns is None:
+        create_ns = load_ns
+    modify_ns = relative_time(raw.get("ModifyTime"), load_ns)
+    var = {
+        "Namespace": namespace,
+        "Path": path,
+        "Lock": lock_json(lock) if lock else None,
+        "CreateTime": create_ns,
+        "ModifyTime": create_ns if modify_ns is None else modify_ns,
+        "Items": dict(items),
+    }
+    for field in ("CreateIndex", "ModifyIndex"):
+        if field in raw:
+            var[field] = int(raw[field])
+    return var, lock
+
+
+# ---------------------------------------------------------------------------
+# Restart behaviour and timelines
+
+
+def parse_restart(raw, where):
+    """Return a restart behaviour from a scenario "_restart" value; None means DEFAULT_RESTART."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ScenarioError("%s must be an object such as {\"ready_after_s\": 2}" % where)
+    unknown = set(raw) - set(RESTART_KEYS)
+    if unknown:
+        raise ScenarioError("%s has unknown keys %s; allowed: %s"
+                            % (where, sorted(unknown), ", ".join(RESTART_KEYS)))
+    if "never" in raw:
+        if raw["never"] is not True or len(raw) > 1:
+            raise ScenarioError("%s: \"never\" must be true and the only key" % where)
+        return {"never": True}
+    if not raw:
+        raise ScenarioError("%s needs ready_after_s, ready_after_ticks or never" % where)
+    behaviour = {}
+    if "ready_after_s" in raw:
+        value = raw["ready_after_s"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ScenarioError("%s.ready_after_s must be a number of seconds >= 0" % where)
+        behaviour["ready_after_s"] = float(value)
+    if "ready_after_ticks" in raw:
+        value = raw["ready_after_ticks"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ScenarioError("%s.ready_after_ticks must be an integer >= 0" % where)
+        behaviour["ready_after_ticks"] = value
+    return behaviour
+
+
+def parse_timeline(entries):
+    """Return timeline entries as {"at_s", "at_tick", "op", "position"}; raises ScenarioError.
+
+    An entry is {"at_s"|"at_tick": N, "op": {<mutate operation>}}, or the
+    operation's fields inline: {"at_tick": 2, "op": "set_node_status", "id": ...}.
+    """
+    if not isinstance(entries, list):
+        raise ScenarioError("scenario timeline must be a JSON array")
+    parsed = []
+    for position, entry in enumerate(entries):
+        where = "scenario timeline[%d]" % position
+        if not isinstance(entry, dict):
+            raise ScenarioError("%s must be an object" % where)
+        if ("at_s" in entry) == ("at_tick" in entry):
+            raise ScenarioError("%s needs exactly one of at_s (seconds after load) and at_tick "
+                                "(tick number)" % where)
+        at_s = entry.get("at_s")
+        at_tick = entry.get("at_tick")
+        if at_s is not None and (isinstance(at_s, bool) or not isinstance(at_s, (int, float))
+                                 or at_s < 0):
+            raise ScenarioError("%s.at_s must be a number of seconds >= 0" % where)
+        if "at_tick" in entry and (isinstance(at_tick, bool) or not isinstance(at_tick, int)
+                                   or at_tick < 0):
+            raise ScenarioError("%s.at_tick must be an integer >= 0" % where)
+        op = entry.get("op")
+        if isinstance(op, dict):
+            operation = copy.deepcopy(op)
+        elif isinstance(op, str):
+            operation = {k: copy.deepcopy(v) for k, v in entry.items() if k not in ("at_s", "at_tick")}
+        else:
+            raise ScenarioError("%s.op must be a mutate operation object or an op name" % where)
+        if operation.get("op") not in MUTATION_OPS:
+            raise ScenarioError("%s: unknown op %r; tests/fake_nomad/README.md lists the operations"
+                                % (where, operation.get("op")))
+        parsed.append({"at_s": None if at_s is None else float(at_s),
+                       "at_tick": at_tick if "at_tick" in entry else None,
+                       "op": operation, "position": position})
+    return parsed
+
+
+# ---------------------------------------------------------------------------
 # Cluster state
 
 
@@ -848,10 +1320,13 @@ class ClusterState:
     """Tables, indexes and cluster-wide settings, guarded by one condition variable.
 
     Every write bumps the global Raft index and sets the modify index of the
-    tables it touched to that value; blocking queries wait on `cond`.
+    tables it touched to that value; blocking queries wait on `cond`. The
+    condition's lock is reentrant, so a method that holds it may call others
+    that take it again. Timeline entries, restart recoveries and lock expiry
+    run from run_due(), which the scheduler thread and every request call.
     """
 
-    TABLES = ("nodes", "allocs", "evals", "services")
+    TABLES = ("nodes", "allocs", "evals", "services", "vars")
 
     def __init__(self):
         self.cond = threading.Condition()
@@ -862,16 +1337,36 @@ class ClusterState:
     # -- loading ----------------------------------------------------------
 
     def load(self, scenario):
-        """Replace all state with scenario. Raises ScenarioError on invalid input."""
+        """Replace all state with scenario. Raises ScenarioError on invalid input.
+
+        Loading also resets the tick counter, the timeline, pending restart
+        recoveries, lock timers and the list of recorded restarts.
+        """
         if not isinstance(scenario, dict):
             raise ScenarioError("scenario must be a JSON object")
         raw_nodes = require_objects(scenario, "nodes", ("ID",))
         raw_allocs = require_objects(scenario, "allocations", ("ID",))
         raw_evals = require_objects(scenario, "evaluations", ("ID",))
         raw_regs = require_objects(scenario, "services", ("ID", "ServiceName"))
+        raw_vars = scenario.get("variables", [])
+        if not isinstance(raw_vars, list):
+            raise ScenarioError("scenario \"variables\" must be a JSON array")
         load_ns = now_ns()
         region = scenario.get("region", "global")
         leader = scenario.get("leader", None)
+        lock_min_ttl_s = self.positive_setting(scenario, "lock_min_ttl_s", MIN_LOCK_TTL_S)
+        lock_ttl_factor = self.positive_setting(scenario, "lock_ttl_factor", LOCK_TTL_FACTOR)
+        timeline = parse_timeline(scenario.get("timeline", []))
+
+        servers = None
+        if scenario.get("servers") is not None:
+            servers = self.load_servers(scenario["servers"])
+            derived = self.leader_address(servers)
+            if leader is not None and leader != derived:
+                raise ScenarioError("scenario \"leader\" %r disagrees with \"servers\", whose leader "
+                                    "is %r; mark the leader with \"Leader\": true in servers "
+                                    "and drop \"leader\"" % (leader, derived))
+            leader = derived
 
         raft = deep_merge(default_raft(DEFAULT_LEADER if leader is None else leader),
                           scenario.get("raft", {}))
@@ -892,10 +1387,19 @@ class ClusterState:
                 obj["ModifyIndex"] = obj["CreateIndex"]
 
         nodes = {}
+        node_restart = {}
+        explicit_eligibility = set()
         for position, raw in enumerate(raw_nodes):
-            node = fill_node(raw, position, load_ns)
+            # Keys starting with "_" configure this server and never reach a client.
+            clean = {key: value for key, value in raw.items() if not key.startswith("_")}
+            behaviour = parse_restart(raw.get("_restart"), "scenario nodes[%d]._restart" % position)
+            node = fill_node(clean, position, load_ns)
             assign_indexes(node)
             nodes[node["ID"]] = node
+            if behaviour is not None:
+                node_restart[node["ID"]] = behaviour
+            if "SchedulingEligibility" in clean:
+                explicit_eligibility.add(node["ID"])
         evals = {}
         for raw in raw_evals:
             evaluation = fill_eval(raw, load_ns)
@@ -917,15 +1421,29 @@ class ClusterState:
                 raise ScenarioError("scenario services: duplicate registration %s in namespace %s"
                                     % (reg["ID"], reg["Namespace"]))
             services[key] = reg
+        variables = {}
+        var_locks = {}
+        for position, raw in enumerate(raw_vars):
+            var, lock = fill_variable(raw, position, load_ns, lock_min_ttl_s)
+            assign_indexes(var)
+            key = (var["Namespace"], var["Path"])
+            if key in variables:
+                raise ScenarioError("scenario variables: duplicate path %s in namespace %s"
+                                    % (var["Path"], var["Namespace"]))
+            variables[key] = var
+            if lock is not None:
+                var_locks[key] = lock
 
         namespaces = scenario.get("namespaces")
         if namespaces is None:
             namespaces = sorted({"default"}
                                 | {a["Namespace"] for a in allocs.values()}
                                 | {e["Namespace"] for e in evals.values()}
-                                | {r["Namespace"] for r in services.values()})
+                                | {r["Namespace"] for r in services.values()}
+                                | {v["Namespace"] for v in variables.values()})
 
-        tables = {"nodes": nodes, "allocs": allocs, "evals": evals, "services": services}
+        tables = {"nodes": nodes, "allocs": allocs, "evals": evals, "services": services,
+                  "vars": variables}
         table_index = {}
         highest = next_index - 1
         for name, table in tables.items():
@@ -948,25 +1466,82 @@ class ClusterState:
             self.allocs = allocs
             self.evals = evals
             self.services = services
+            self.variables = variables
             self.table_index = table_index
             self.index = max(int(scenario.get("index", 0)), highest)
             self.raft = raft
             self.autopilot = deep_merge(default_autopilot(raft, leader),
                                         scenario.get("autopilot", {}))
+            self.autopilot_healthy_pin = None
             self.scheduler = deep_merge(default_scheduler(), scenario.get("scheduler", {}))
             self.members = members
             self.agent_self = deep_merge(
                 default_agent_self(region, leader, acl_token is not None, members),
                 scenario.get("agent_self", {}))
+
+            self.servers = servers
+            self.auto_elect = bool(scenario.get("auto_elect", True))
+            self.raft_term = 2
+            self.server_overrides = {name: scenario.get(name, {})
+                                     for name in ("raft", "autopilot", "members", "agent_self")}
+
+            self.node_restart = node_restart
+            self.explicit_eligibility = explicit_eligibility
+            self.lock_min_ttl_s = lock_min_ttl_s
+            self.lock_ttl_factor = lock_ttl_factor
+            self.locks = {}
+            self.loaded_at = time.monotonic()
+            self.tick = 0
+            self.pending = []
+            self.pending_order = 0
+            self.restarts = []
+            self.timeline_applied = []
+            self.timeline_errors = []
+            for key, lock in var_locks.items():
+                self.start_lock_timer(key, lock)
+            for entry in timeline:
+                self.schedule({"kind": "timeline", "entry": entry},
+                              due_time=None if entry["at_s"] is None
+                              else self.loaded_at + entry["at_s"],
+                              due_tick=entry["at_tick"])
+
             self.generation += 1
             self.cond.notify_all()
+            self.run_due()
+
+    @staticmethod
+    def positive_setting(scenario, name, default):
+        value = scenario.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ScenarioError("scenario %s must be a positive number, got %r" % (name, value))
+        return float(value)
+
+    @staticmethod
+    def load_servers(raw_servers):
+        if not isinstance(raw_servers, list):
+            raise ScenarioError("scenario \"servers\" must be a JSON array")
+        servers = [fill_server(raw, position) for position, raw in enumerate(raw_servers)]
+        names = [s["Name"] for s in servers]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ScenarioError("scenario servers: duplicate Name %s" % ", ".join(duplicates))
+        flagged = [s["Name"] for s in servers if s["Leader"]]
+        if len(flagged) > 1:
+            raise ScenarioError("scenario servers: %s are all marked Leader; mark at most one"
+                                % ", ".join(flagged))
+        return servers
 
     # -- inspection -------------------------------------------------------
 
     def to_json(self):
-        """Return the current state in scenario form (loadable again), plus indexes."""
+        """Return the current state in scenario form (loadable again), plus indexes.
+
+        The timeline and restart bookkeeping are reported under keys that
+        load() ignores ("tick", "restarts", "timeline_applied", ...), so a
+        reload starts a fresh timeline only when the caller adds one.
+        """
         with self.cond:
-            return {
+            state = {
                 "region": self.region,
                 "leader": self.leader,
                 "known_leader": self.known_leader,
@@ -982,10 +1557,475 @@ class ClusterState:
                                       key=lambda e: (e["CreateIndex"], e["ID"])),
                 "services": sorted(self.services.values(),
                                    key=lambda r: (r["Namespace"], r["ID"])),
-                "raft": self.raft,
-                "autopilot": self.autopilot,
+                "variables": [variable_json(var, var["Items"]) for _, var
+                              in sorted(self.variables.items())],
                 "scheduler": self.scheduler,
+                "lock_min_ttl_s": self.lock_min_ttl_s,
+                "lock_ttl_factor": self.lock_ttl_factor,
+                "tick": self.tick,
+                "restarts": copy.deepcopy(self.restarts),
+                "timeline_applied": copy.deepcopy(self.timeline_applied),
+                "timeline_errors": copy.deepcopy(self.timeline_errors),
             }
+            state["nodes"] = [dict(n, _restart=dict(self.node_restart[n["ID"]]))
+                              if n["ID"] in self.node_restart else n for n in state["nodes"]]
+            if self.servers is None:
+                state["raft"] = self.raft
+                state["autopilot"] = self.autopilot
+            else:
+                # raft and autopilot follow from "servers"; a reload recomputes them.
+                state["servers"] = [server_public(s) for s in self.servers]
+                state["auto_elect"] = self.auto_elect
+            return state
+
+    # -- servers -------------------------------------------------------------
+    # Without a "servers" scenario key the leader, Raft configuration,
+    # autopilot health and members are the static objects built by load().
+    # With it they are views computed from the server records on each request.
+
+    @staticmethod
+    def leader_address(servers):
+        for server in servers:
+            if server["Leader"] and server["Status"] == "alive":
+                return rpc_address(server)
+        return ""
+
+    def leader_server(self):
+        for server in self.servers or []:
+            if server["Leader"] and server["Status"] == "alive":
+                return server
+        return None
+
+    def answering_server(self):
+        """Return the server this test server plays: the leader, else the first alive one, else the first."""
+        if not self.servers:
+            return None
+        return (self.leader_server()
+                or next((s for s in self.servers if s["Status"] == "alive"), None)
+                or self.servers[0])
+
+    def raft_members(self):
+        """Return the servers in the Raft configuration: all that have not left."""
+        return [s for s in self.servers if s["Status"] != "left"]
+
+    def quorum_size(self):
+        voters = [s for s in self.raft_members() if s["Voter"]]
+        return len(voters) // 2 + 1
+
+    def raft_view(self):
+        if self.servers is None:
+            return self.raft
+        leader = self.leader_server()
+        view = {"Index": 0, "Servers": [{
+            "Address": rpc_address(s),
+            "ID": s["ID"],
+            "Leader": s is leader,
+            "Node": "%s.%s" % (s["Name"], self.region),
+            "RaftProtocol": "3",
+            "Voter": s["Voter"],
+        } for s in self.raft_members()]}
+        return deep_merge(view, self.server_overrides["raft"])
+
+    def members_view(self):
+        if self.servers is None:
+            return self.members
+        local = self.answering_server()
+        voters = len([s for s in self.raft_members() if s["Voter"]])
+        view = {
+            "ServerName": local["Name"] if local else "",
+            "ServerRegion": self.region,
+            "ServerDC": local["Datacenter"] if local else "",
+            "Members": [serf_member(s, self.region, voters)
+                        for s in sorted(self.servers, key=lambda s: s["Name"])],
+        }
+        return deep_merge(view, self.server_overrides["members"])
+
+    def autopilot_view(self):
+        """Return autopilot health computed the way raft-autopilot does.
+
+        A server is healthy when it is alive and its scenario Healthy flag is
+        set. The cluster is healthy when every server in the Raft configuration
+        is; FailureTolerance is healthy voters minus the quorum size, at least 0.
+        """
+        if self.servers is None:
+            return self.autopilot
+        leader = self.leader_server()
+        now = time.time()
+        servers = []
+        for server in self.raft_members():
+            healthy = server_ok(server)
+            if server is leader:
+                last_contact = "0s"
+            elif healthy:
+                last_contact = format_go_duration(stable_number(server["Name"], 5, 40) / 1000.0)
+            else:
+                last_contact = format_go_duration(max(round(now - server["changed_at"], 3), 1.0))
+            servers.append({
+                "ID": server["ID"],
+                "Name": server["Name"],
+                "Address": rpc_address(server),
+                "SerfStatus": server["Status"],
+                "Version": server["Version"],
+                "Leader": server is leader,
+                "LastContact": last_contact,
+                "LastTerm": self.raft_term if healthy else server["last_term"] or self.raft_term,
+                "LastIndex": self.index if healthy else server["last_index"] or self.index,
+                "Healthy": healthy,
+                "Voter": server["Voter"],
+                "StableSince": rfc3339(int(server["changed_at"] * 1e9)),
+            })
+        voters = [s for s in servers if s["Voter"]]
+        healthy_voters = len([s for s in voters if s["Healthy"]])
+        ordered_voters = sorted(voters, key=lambda s: (not s["Leader"], not s["Healthy"],
+                                                       s["StableSince"], s["Name"]))
+        healthy = all(s["Healthy"] for s in servers)
+        if self.autopilot_healthy_pin is not None:
+            healthy = self.autopilot_healthy_pin
+        view = {
+            "Healthy": healthy,
+            "FailureTolerance": max(0, healthy_voters - (len(voters) // 2 + 1)),
+            "Servers": servers,
+            "Leader": leader["ID"] if leader else "",
+            "Voters": [s["ID"] for s in ordered_voters],
+        }
+        return deep_merge(view, self.server_overrides["autopilot"])
+
+    def agent_self_view(self):
+        if self.servers is None:
+            return self.agent_self
+        local = self.answering_server()
+        members = self.members_view()
+        view = default_agent_self(self.region, self.leader, self.acl_token is not None, members)
+        if local is None:
+            return deep_merge(view, self.server_overrides["agent_self"])
+        config = view["config"]
+        config["NodeName"] = local["Name"]
+        config["Datacenter"] = local["Datacenter"]
+        config["AdvertiseAddrs"] = {"HTTP": "%s:4646" % local["Addr"],
+                                    "RPC": rpc_address(local),
+                                    "Serf": "%s:%d" % (local["Addr"], local["SerfPort"])}
+        config["Server"]["BootstrapExpect"] = len([s for s in self.servers if s["Voter"]])
+        view["member"] = next((m for m in members["Members"]
+                               if m["Name"] == "%s.%s" % (local["Name"], self.region)), {})
+        is_leader = local is self.leader_server()
+        stats = view["stats"]
+        stats["nomad"]["leader"] = "true" if is_leader else "false"
+        stats["raft"]["state"] = ("Leader" if is_leader
+                                  else "Follower" if self.leader else "Candidate")
+        stats["raft"]["last_contact"] = "never" if is_leader else "0"
+        stats["raft"]["num_peers"] = str(max(len(self.raft_members()) - 1, 0))
+        stats["raft"]["term"] = str(self.raft_term)
+        stats["serf"]["members"] = str(len(self.servers))
+        stats["serf"]["failed"] = str(len([s for s in self.servers if s["Status"] == "failed"]))
+        stats["serf"]["left"] = str(len([s for s in self.servers if s["Status"] == "left"]))
+        return deep_merge(view, self.server_overrides["agent_self"])
+
+    def server_named(self, name):
+        if self.servers is None:
+            raise ScenarioError("the loaded scenario has no \"servers\"; load one with a servers "
+                                "list to change servers by name")
+        for server in self.servers:
+            if server["Name"] == name:
+                return server
+        raise ScenarioError("server %r not found; known: %s"
+                            % (name, ", ".join(s["Name"] for s in self.servers)))
+
+    def change_server(self, server, status=None, healthy=None):
+        """Set a server's Status and/or Healthy flag, then hold an election if auto_elect is on."""
+        was_ok = server_ok(server)
+        if status is not None:
+            if status not in SERVER_STATUSES:
+                raise ScenarioError("server status %r is invalid; use one of %s"
+                                    % (status, ", ".join(SERVER_STATUSES)))
+            server["Status"] = status
+        if healthy is not None:
+            server["Healthy"] = bool(healthy)
+        if was_ok != server_ok(server):
+            server["changed_at"] = time.time()
+            if not server_ok(server):
+                server["last_index"] = self.index
+                server["last_term"] = self.raft_term
+        if self.auto_elect:
+            self.hold_election()
+        self.update_leader()
+
+    def hold_election(self):
+        """Give a cluster with a quorum of alive voters and no leader one, and take the leader
+        from a cluster without such a quorum, as Raft would within seconds."""
+        alive_voters = [s for s in self.raft_members() if s["Voter"] and s["Status"] == "alive"]
+        if len(alive_voters) < self.quorum_size():
+            for server in self.servers:
+                server["Leader"] = False
+            return
+        if self.leader_server() is not None:
+            return
+        winner = sorted(alive_voters, key=lambda s: (not s["Healthy"], s["Name"]))[0]
+        for server in self.servers:
+            server["Leader"] = server is winner
+
+    def update_leader(self):
+        """Recompute the leader address from the servers; a change releases blocked queries."""
+        if self.servers is None:
+            return
+        leader = self.leader_address(self.servers)
+        if leader == self.leader:
+            return
+        self.leader = leader
+        self.generation += 1
+        if leader:
+            self.raft_term += 1
+            self.restart_lock_timers()
+        self.cond.notify_all()
+
+    # -- variables and locks (the caller must own self.cond) -------------------
+
+    def store_variable(self, namespace, path, items, lock):
+        """Write a variable as one Raft entry and return it; an update keeps CreateIndex and CreateTime."""
+        key = (namespace, path)
+        existing = self.variables.get(key)
+        stamp = now_ns()
+        index = self.bump("vars")
+        self.variables[key] = {
+            "Namespace": namespace,
+            "Path": path,
+            "Lock": lock,
+            "CreateIndex": existing["CreateIndex"] if existing else index,
+            "CreateTime": existing["CreateTime"] if existing else stamp,
+            "ModifyIndex": index,
+            "ModifyTime": stamp,
+            "Items": dict(items or {}),
+        }
+        return self.variables[key]
+
+    def remove_variable(self, namespace, path):
+        """Delete a variable and its lock timer as one Raft entry; returns the new index."""
+        del self.variables[(namespace, path)]
+        self.locks.pop((namespace, path), None)
+        return self.bump("vars")
+
+    def release_variable_lock(self, key):
+        """Clear a variable's lock as one Raft entry; ModifyTime stays, as in Nomad."""
+        var = self.variables[key]
+        var["Lock"] = None
+        var["ModifyIndex"] = self.bump("vars")
+        self.locks.pop(key, None)
+        return var
+
+    def start_lock_timer(self, key, lock):
+        """Arm the TTL timer of a lock (TTL and LockDelay in seconds)."""
+        self.locks[key] = {
+            "id": lock["ID"],
+            "ttl_s": lock["TTL"],
+            "delay_s": lock["LockDelay"],
+            "expires_at": time.monotonic() + lock["TTL"] * self.lock_ttl_factor,
+            "release_at": None,
+        }
+
+    def renew_lock_timer(self, key):
+        """Re-arm a live lock timer; returns False when the lock has expired (its delay runs)."""
+        timer = self.locks.get(key)
+        if timer is None or timer["release_at"] is not None:
+            return False
+        timer["expires_at"] = time.monotonic() + timer["ttl_s"] * self.lock_ttl_factor
+        return True
+
+    def restart_lock_timers(self):
+        """Give every held lock a fresh TTL timer, as a newly elected Nomad leader does."""
+        now = time.monotonic()
+        for key, var in self.variables.items():
+            if var.get("Lock") and key in self.locks:
+                timer = self.locks[key]
+                timer["expires_at"] = now + timer["ttl_s"] * self.lock_ttl_factor
+                timer["release_at"] = None
+
+    def expire_locks(self, now):
+        """Expire locks not renewed in time and release them once their LockDelay has passed.
+
+        Only a leader runs lock timers, so nothing expires while there is none.
+        """
+        if not self.leader:
+            return
+        for key, timer in list(self.locks.items()):
+            if timer["release_at"] is None and now >= timer["expires_at"]:
+                timer["release_at"] = timer["expires_at"] + timer["delay_s"]
+            if timer["release_at"] is None or now < timer["release_at"]:
+                continue
+            var = self.variables.get(key)
+            # NOTE: Nomad clears whatever lock the variable holds by then; this
+            # server only clears the expired lock, never a newer one.
+            if var is not None and var.get("Lock") and var["Lock"]["ID"] == timer["id"]:
+                self.release_variable_lock(key)
+            else:
+                del self.locks[key]
+
+    # -- timeline, ticks and restarts ------------------------------------------
+
+    def schedule(self, item, due_time=None, due_tick=None):
+        """Queue item to run once time.monotonic() reaches due_time or the tick reaches due_tick."""
+        self.pending_order += 1
+        item.update(due_time=due_time, due_tick=due_tick, order=self.pending_order)
+        self.pending.append(item)
+
+    def is_due(self, item, now):
+        return ((item["due_time"] is not None and now >= item["due_time"])
+                or (item["due_tick"] is not None and self.tick >= item["due_tick"]))
+
+    def run_due(self):
+        """Apply every timeline entry, restart recovery and lock expiry that is due."""
+        with self.cond:
+            now = time.monotonic()
+            self.expire_locks(now)
+            due = [item for item in self.pending if self.is_due(item, now)]
+            if not due:
+                return
+            infinity = float("inf")
+            due.sort(key=lambda item: (
+                infinity if item["due_time"] is None else item["due_time"],
+                infinity if item["due_tick"] is None else item["due_tick"],
+                item["order"]))
+            for item in due:
+                self.pending.remove(item)
+                try:
+                    self.run_item(item)
+                except Exception:  # a bug in this server: log it and keep the scheduler alive
+                    sys.stderr.write("fake_nomad: internal error in scheduled %s\n%s"
+                                     % (item["kind"], traceback.format_exc()))
+
+    def run_item(self, item):
+        kind = item["kind"]
+        if kind == "timeline":
+            entry = item["entry"]
+            record = {"position": entry["position"], "op": entry["op"],
+                      "time": time.time(), "tick": self.tick}
+            try:
+                record["index"] = self.apply_mutations([entry["op"]])
+            except ScenarioError as err:
+                record["error"] = str(err)
+                self.timeline_errors.append(record)
+                sys.stderr.write("fake_nomad: timeline[%d] failed: %s\n" % (entry["position"], err))
+                return
+            self.timeline_applied.append(record)
+        elif kind == "recover_node":
+            self.recover_node(item["target"], item["entry"])
+        elif kind == "recover_server":
+            self.recover_server(item["target"], item["entry"])
+
+    def next_deadline(self):
+        """Return the earliest time.monotonic() at which run_due() has work, or None."""
+        deadlines = [item["due_time"] for item in self.pending if item["due_time"] is not None]
+        if self.leader:
+            for timer in self.locks.values():
+                deadlines.append(timer["expires_at"] if timer["release_at"] is None
+                                 else timer["release_at"])
+        return min(deadlines, default=None)
+
+    def run_scheduler(self):
+        """Run due work until stopping; wakes at the next deadline or on any write."""
+        with self.cond:
+            while not self.stopping:
+                self.run_due()
+                deadline = self.next_deadline()
+                timeout = SCHEDULER_IDLE_S
+                if deadline is not None:
+                    timeout = min(max(deadline - time.monotonic(), 0.001), SCHEDULER_IDLE_S)
+                self.cond.wait(timeout)
+
+    def advance_tick(self, count):
+        """Advance the logical clock by count ticks, running what each tick makes due."""
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 10000:
+            raise ScenarioError("tick count must be an integer from 1 to 10000, got %r" % (count,))
+        with self.cond:
+            for _ in range(count):
+                self.tick += 1
+                self.run_due()
+            return {"tick": self.tick, "index": self.index}
+
+    def record_restart(self, request):
+        """Record that a host's agent was restarted and schedule its recovery.
+
+        request is {"node": ID} and/or {"server": Name}, plus an optional
+        "argv". A server with node_id shares its host with that client node,
+        so restarting either brings back both. Returns the restart entry.
+        """
+        if not isinstance(request, dict):
+            raise ScenarioError("restarted body must be an object such as {\"node\": \"<ID>\"}")
+        node_id = request.get("node")
+        server_name = request.get("server")
+        if node_id is None and server_name is None:
+            raise ScenarioError("restarted body needs \"node\" (a node ID) or \"server\" "
+                                "(a server Name)")
+        for field, value in (("node", node_id), ("server", server_name)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ScenarioError("restarted %s must be a non-empty string, got %r"
+                                    % (field, value))
+        with self.cond:
+            server = self.server_named(server_name) if server_name is not None else None
+            if node_id is not None and node_id not in self.nodes:
+                raise ScenarioError("node %r not found" % node_id)
+            if node_id is None and server is not None and server["node_id"] in self.nodes:
+                node_id = server["node_id"]
+            if server is None and node_id is not None:
+                server = next((s for s in self.servers or [] if s["node_id"] == node_id), None)
+
+            entry = {
+                "seq": len(self.restarts) + 1,
+                "time": time.time(),
+                "tick": self.tick,
+                "node": node_id,
+                "server": server["Name"] if server else None,
+                "argv": request.get("argv"),
+                "node_state": None, "node_ready_time": None, "node_ready_tick": None,
+                "server_state": None, "server_alive_time": None, "server_alive_tick": None,
+            }
+            self.restarts.append(entry)
+            if node_id is not None:
+                self.schedule_recovery("node", node_id,
+                                       self.node_restart.get(node_id) or DEFAULT_RESTART, entry)
+            if server is not None:
+                self.schedule_recovery("server", server["Name"],
+                                       server["restart"] or DEFAULT_RESTART, entry)
+            self.run_due()
+            return copy.deepcopy(entry)
+
+    def schedule_recovery(self, kind, target, behaviour, entry):
+        state_key = "%s_state" % kind
+        if behaviour.get("never"):
+            entry[state_key] = "never"
+            return
+        # A newer restart of the same agent replaces a recovery still pending.
+        for item in list(self.pending):
+            if item["kind"] == "recover_" + kind and item["target"] == target:
+                item["entry"][state_key] = "superseded"
+                self.pending.remove(item)
+        entry[state_key] = "pending"
+        due_time = due_tick = None
+        if "ready_after_s" in behaviour:
+            due_time = time.monotonic() + behaviour["ready_after_s"]
+        if "ready_after_ticks" in behaviour:
+            due_tick = self.tick + behaviour["ready_after_ticks"]
+        self.schedule({"kind": "recover_" + kind, "target": target, "entry": entry},
+                      due_time=due_time, due_tick=due_tick)
+
+    def recover_node(self, node_id, entry):
+        node = self.nodes.get(node_id)
+        if node is None:
+            entry["node_state"] = "missing"
+            return
+        if node["Status"] != "ready":
+            self.apply_mutations([{"op": "set_node_status", "id": node_id, "status": "ready"}])
+            # A node loaded as down was made ineligible only because it was down.
+            if node_id not in self.explicit_eligibility:
+                node["SchedulingEligibility"] = "eligible"
+        entry.update(node_state="ready", node_ready_time=time.time(), node_ready_tick=self.tick)
+
+    def recover_server(self, name, entry):
+        server = next((s for s in self.servers or [] if s["Name"] == name), None)
+        if server is None:
+            entry["server_state"] = "missing"
+            return
+        self.change_server(server, status="alive", healthy=True)
+        entry.update(server_state="alive", server_alive_time=time.time(),
+                     server_alive_tick=self.tick)
 
     # -- writes (the caller must own self.cond) -------------------------------
 
@@ -1035,6 +2075,12 @@ class ClusterState:
             changed.append("nodes")
         return self.bump(*changed)
 
+    # Everything an operation may change; apply_mutations restores these on failure.
+    MUTABLE_FIELDS = ("nodes", "allocs", "evals", "services", "variables", "locks",
+                      "table_index", "index", "leader", "known_leader", "autopilot",
+                      "autopilot_healthy_pin", "servers", "raft_term", "node_restart",
+                      "explicit_eligibility")
+
     def apply_mutations(self, ops):
         """Apply a list of control-API operations atomically. Returns the new index.
 
@@ -1044,9 +2090,7 @@ class ClusterState:
         if not isinstance(ops, list):
             raise ScenarioError("mutate body must be a JSON array of operations")
         with self.cond:
-            saved = copy.deepcopy((self.nodes, self.allocs, self.evals, self.services,
-                                   self.table_index, self.index, self.leader,
-                                   self.known_leader, self.autopilot))
+            saved = copy.deepcopy([getattr(self, name) for name in self.MUTABLE_FIELDS])
             try:
                 for position, op in enumerate(ops):
                     if not isinstance(op, dict) or not isinstance(op.get("op"), str):
@@ -1061,11 +2105,32 @@ class ClusterState:
                         raise ScenarioError("mutate[%d] (%s): %s"
                                             % (position, op["op"], exc)) from None
             except ScenarioError:
-                (self.nodes, self.allocs, self.evals, self.services, self.table_index,
-                 self.index, self.leader, self.known_leader, self.autopilot) = saved
+                for name, value in zip(self.MUTABLE_FIELDS, saved):
+                    setattr(self, name, value)
                 raise
             self.cond.notify_all()
             return self.index
+
+    def mark_leader(self, op):
+        """Move the Leader flag to the server named by op["name"] or addressed by op["leader"].
+
+        An empty name or address clears it. A server that is not alive keeps
+        the flag without leading, so the cluster has no leader until it is.
+        """
+        if "name" in op:
+            target = self.server_named(op["name"]) if op["name"] else None
+        else:
+            address = op["leader"]
+            target = None
+            if address:
+                target = next((s for s in self.servers if rpc_address(s) == address), None)
+                if target is None:
+                    raise ScenarioError("no server has the RPC address %r; known: %s"
+                                        % (address, ", ".join(rpc_address(s)
+                                                              for s in self.servers)))
+        for server in self.servers:
+            server["Leader"] = server is target
+        self.update_leader()
 
     def lookup(self, table, key, what):
         if key not in table:
@@ -1140,10 +2205,16 @@ class ClusterState:
             raw = op["node"]
             if not isinstance(raw, dict) or not raw.get("ID"):
                 raise ScenarioError("\"node\" must be an object with an ID")
-            node = fill_node(raw, len(self.nodes), stamp)
+            clean = {key: value for key, value in raw.items() if not key.startswith("_")}
+            behaviour = parse_restart(raw.get("_restart"), "node._restart")
+            node = fill_node(clean, len(self.nodes), stamp)
             index = self.bump("nodes")
             node["CreateIndex"] = node["ModifyIndex"] = index
             self.nodes[node["ID"]] = node
+            if behaviour is not None:
+                self.node_restart[node["ID"]] = behaviour
+            if "SchedulingEligibility" in clean:
+                self.explicit_eligibility.add(node["ID"])
         elif kind == "remove_node":
             self.lookup(self.nodes, op["id"], "node")
             del self.nodes[op["id"]]
@@ -1161,12 +2232,40 @@ class ClusterState:
             del self.evals[op["id"]]
             self.bump("evals")
         elif kind == "set_leader":
-            self.leader = op["leader"]
+            if self.servers is None and "name" not in op:
+                self.leader = op["leader"]
+            else:
+                self.mark_leader(op)
             self.generation += 1
         elif kind == "set_known_leader":
             self.known_leader = bool(op["value"])
         elif kind == "set_autopilot_healthy":
-            self.autopilot["Healthy"] = bool(op["value"])
+            if self.servers is not None and op["value"] is None:
+                self.autopilot_healthy_pin = None
+            else:
+                self.autopilot["Healthy"] = bool(op["value"])
+                self.autopilot_healthy_pin = bool(op["value"])
+        elif kind == "set_server_status":
+            self.change_server(self.server_named(op["name"]), status=op["status"])
+        elif kind == "set_server_healthy":
+            self.change_server(self.server_named(op["name"]), healthy=bool(op["value"]))
+        elif kind == "set_variable":
+            namespace = op.get("namespace") or "default"
+            path = op["path"]
+            items = op["items"]
+            if not isinstance(path, str) or variable_path_error(path):
+                raise ScenarioError("path %r is invalid: %s"
+                                    % (path, variable_path_error(str(path))))
+            if (not isinstance(items, dict) or not items
+                    or not all(isinstance(v, str) for v in items.values())):
+                raise ScenarioError("\"items\" must be a non-empty object of string values")
+            existing = self.variables.get((namespace, path))
+            # A test write keeps a held lock, as a write by the lock holder does.
+            self.store_variable(namespace, path, items, existing["Lock"] if existing else None)
+        elif kind == "delete_variable":
+            namespace = op.get("namespace") or "default"
+            self.lookup(self.variables, (namespace, op["path"]), "variable")
+            self.remove_variable(namespace, op["path"])
         else:
             raise ScenarioError("unknown op %r; tests/fake_nomad/README.md lists the operations"
                                 % kind)
@@ -1480,6 +2579,9 @@ class NomadApi:
     # -- routing ------------------------------------------------------------
 
     def handle(self, call):
+        # The variable path keeps its slashes exactly, so it is cut from the raw path.
+        if call.path.startswith("/v1/var/") or call.path == "/v1/var":
+            return self.variable(call, call.path[len("/v1/var/"):])
         parts = [p for p in call.path.split("/") if p != ""]
         if len(parts) < 2 or parts[0] != "v1":
             raise HttpError(404, ERR_NOT_FOUND_PAGE)
@@ -1498,6 +2600,7 @@ class NomadApi:
             "system": self.system,
             "operator": self.operator,
             "namespaces": self.namespaces_list,
+            "vars": self.vars_list,
         }.get(route)
         if handler is None:
             raise HttpError(404, ERR_NOT_FOUND_PAGE)
@@ -1514,7 +2617,11 @@ class NomadApi:
         if rest == ["peers"]:
             self.method(call, "GET")
             self.check_region(call)
-            return Reply.json([s.get("Address", "") for s in self.state.raft.get("Servers", [])])
+            if self.state.servers is not None:
+                # Nomad forwards Status.Peers to the leader unless the read is stale.
+                self.require_leader(call, allow_stale=True)
+            return Reply.json([s.get("Address", "")
+                               for s in self.state.raft_view().get("Servers", [])])
         raise HttpError(404, ERR_NOT_FOUND_PAGE)
 
     def agent(self, call, rest):
@@ -1524,11 +2631,11 @@ class NomadApi:
         if rest == ["self"]:
             self.method(call, "GET")
             self.check_acl(call)
-            return Reply.json(self.state.agent_self)
+            return Reply.json(self.state.agent_self_view())
         if rest == ["members"]:
             self.method(call, "GET")
             self.check_acl(call)
-            return Reply.json(self.state.members)
+            return Reply.json(self.state.members_view())
         raise HttpError(404, ERR_NOT_FOUND_PAGE)
 
     def agent_health(self, call):
@@ -1765,6 +2872,250 @@ class NomadApi:
 
         return self.read(call, compute)
 
+    # -- variables and locks ------------------------------------------------------
+    # Status codes, bodies and headers follow Nomad's command/agent/variable_endpoint.go
+    # and nomad/variables_endpoint.go. Every write that reaches Nomad's Raft
+    # log bumps the index, including CAS and lock conflicts; only writes that
+    # change a variable move the variables table index and wake its readers.
+
+    def vars_list(self, call, rest):
+        if rest:
+            raise HttpError(404, ERR_NOT_FOUND_PAGE)
+        self.method(call, "GET")
+        in_namespace = self.namespace_filter(call)
+        prefix = call.param("prefix", "")
+
+        def compute():
+            token_of = lambda v: "%s.%s" % (v["Namespace"], v["Path"])  # noqa: E731
+            chosen = sorted((v for v in self.state.variables.values()
+                             if in_namespace(v) and v["Path"].startswith(prefix)), key=token_of)
+            page, token = paginate(chosen, token_of, compare_plain_token(token_of),
+                                   call.per_page(), call.param("next_token"), call.flag("reverse"))
+            reply = Reply.json([variable_metadata(v) for v in page])
+            reply.index = self.state.table_index["vars"]
+            reply.next_token = token
+            return reply
+
+        return self.read(call, compute)
+
+    def variable(self, call, path):
+        if not path:
+            raise HttpError(400, "missing variable path")
+        if call.method == "GET":
+            return self.variable_read(call, path)
+        if call.method in ("PUT", "POST"):
+            flags = [name for name in LOCK_OPERATIONS if call.has(name)]
+            if len(flags) > 1:
+                raise HttpError(400, "multiple lock operations")
+            if flags and call.param("cas", ""):
+                raise HttpError(400, "CAS can't be used with lock operations")
+            if not flags:
+                return self.variable_upsert(call, path)
+            if flags[0] == "lock-acquire":
+                return self.variable_lock_acquire(call, path)
+            if flags[0] == "lock-renew":
+                return self.variable_lock_renew(call, path)
+            return self.variable_lock_release(call, path)
+        if call.method == "DELETE":
+            return self.variable_delete(call, path)
+        # Nomad answers 400, not 405, for any other method on /v1/var/.
+        raise HttpError(400, ERR_INVALID_METHOD)
+
+    def variable_read(self, call, path):
+        key = (call.namespace(), path)
+
+        def compute():
+            var = self.state.variables.get(key)
+            if var is None:
+                reply = Reply.text(404, "variable not found")
+                reply.index = self.state.table_index["vars"]
+                return reply
+            reply = Reply.json(variable_json(var, var["Items"]))
+            reply.index = var["ModifyIndex"]
+            return reply
+
+        return self.read(call, compute)
+
+    @staticmethod
+    def parse_cas(call):
+        """Return the ?cas= index, or None when absent or empty (strconv.ParseUint rules)."""
+        value = call.param("cas", "")
+        if value == "":
+            return None
+        if not re.fullmatch(r"[0-9]+", value):
+            raise HttpError(400, "can not parse cas: strconv.ParseUint: parsing %s: invalid syntax"
+                            % json.dumps(value))
+        if int(value) >= 2**64:
+            raise HttpError(400, "can not parse cas: strconv.ParseUint: parsing %s: value out of "
+                                 "range" % json.dumps(value))
+        return int(value)
+
+    def variable_write_checks(self, call):
+        self.check_region(call)
+        self.require_leader(call, allow_stale=False)
+        self.check_acl(call)
+
+    def variable_problem(self, namespace, path, items):
+        """Return Nomad's validation complaint about a variable write, or None."""
+        if namespace == "*":
+            return "can not target wildcard (\"*\")namespace"
+        if items_size(items) > MAX_VARIABLE_SIZE:
+            return "variables are limited to 64KiB in total size"
+        return variable_path_error(path)
+
+    def variable_conflict(self, var, namespace, path, index):
+        """Return a 409 whose body is var, or the zero variable when var is None.
+
+        index is the X-Nomad-Index value, or None where Nomad sends none.
+        """
+        body = variable_json(var, var["Items"]) if var else zero_variable(namespace, path)
+        reply = Reply.json(body, status=409)
+        reply.index = index
+        return reply
+
+    def variable_upsert(self, call, path):
+        request = decode_variable_request(call.body)
+        if not request["Items"]:
+            raise HttpError(400, "variable missing required Items object")
+        cas = self.parse_cas(call)
+        self.variable_write_checks(call)
+        namespace = request["Namespace"] or call.namespace()
+        lock = request["Lock"]
+        if lock is not None and (lock["TTL"] or lock["LockDelay"]):
+            raise HttpError(400, RPC_400_PREFIX + "variable should not contain lock definition")
+        problem = self.variable_problem(namespace, path, request["Items"])
+        if problem:
+            raise HttpError(400, RPC_400_PREFIX + problem)
+        if lock is not None:
+            # Nomad canonicalizes even a bare {"Lock": {}}: it gets a new ID and default
+            # durations, and a write with the holder's ID keeps the lock.
+            lock = lock_json(canonical_lock(lock))
+
+        state = self.state
+        existing = state.variables.get((namespace, path))
+        if cas is not None:
+            if cas == 0 and existing is not None:
+                state.bump()
+                return self.variable_conflict(existing, namespace, path, existing["ModifyIndex"])
+            if cas != 0 and existing is None:
+                state.bump()
+                return self.variable_conflict(None, namespace, path, 0)
+            if existing is not None and existing["ModifyIndex"] != cas:
+                state.bump()
+                return self.variable_conflict(existing, namespace, path, existing["ModifyIndex"])
+        if existing is not None and existing.get("Lock") and (
+                lock is None or lock["ID"] != existing["Lock"]["ID"]):
+            state.bump()
+            return self.variable_conflict(None, namespace, path, 0)
+
+        var = state.store_variable(namespace, path, request["Items"], lock)
+        reply = Reply.json(variable_json(var, request["Items"]))
+        reply.index = var["ModifyIndex"]
+        return reply
+
+    def variable_delete(self, call, path):
+        cas = self.parse_cas(call)
+        self.variable_write_checks(call)
+        namespace = call.namespace()
+        state = self.state
+        existing = state.variables.get((namespace, path))
+        if cas is not None:
+            if existing is None and cas != 0:
+                state.bump()
+                return self.variable_conflict(None, namespace, path, 0)
+            if existing is not None and existing["ModifyIndex"] != cas:
+                state.bump()
+                return self.variable_conflict(existing, namespace, path, existing["ModifyIndex"])
+        if existing is None:
+            index = state.bump()
+        elif existing.get("Lock"):
+            # The HTTP delete carries no lock ID, so a locked variable cannot be deleted.
+            state.bump()
+            return self.variable_conflict(None, namespace, path, 0)
+        else:
+            index = state.remove_variable(namespace, path)
+        reply = Reply(204, b"", TEXT_TYPE)
+        reply.index = index
+        return reply
+
+    def variable_lock_acquire(self, call, path):
+        request = decode_variable_request(call.body)
+        self.variable_write_checks(call)
+        namespace = request["Namespace"] or call.namespace()
+        lock = canonical_lock(request["Lock"] or {"ID": "", "TTL": 0.0, "LockDelay": 0.0})
+        if namespace == "*":
+            raise HttpError(400, RPC_400_PREFIX + multierror_text(
+                ["can not target wildcard (\"*\")namespace"]))
+        problem = self.variable_problem(namespace, path, request["Items"])
+        if problem:
+            raise HttpError(400, RPC_400_PREFIX + problem)
+        problems = lock_problems(lock, self.state.lock_min_ttl_s)
+        if problems:
+            raise HttpError(400, RPC_400_PREFIX + multierror_text(problems))
+
+        state = self.state
+        key = (namespace, path)
+        existing = state.variables.get(key)
+        if existing is not None and existing.get("Lock") and existing["Lock"]["ID"] != lock["ID"]:
+            state.bump()
+            # Nomad sets X-Nomad-Index only after writing the 409 status, so none is sent.
+            return self.variable_conflict(None, namespace, path, None)
+        var = state.store_variable(namespace, path, request["Items"], lock_json(lock))
+        state.start_lock_timer(key, lock)
+        reply = Reply.json(variable_json(var, request["Items"]))
+        reply.index = var["ModifyIndex"]
+        return reply
+
+    def variable_lock_renew(self, call, path):
+        request = decode_variable_request(call.body)
+        self.variable_write_checks(call)
+        # Renewal looks the variable up in the request's ?namespace= only; the body's
+        # Namespace is not used.
+        key = (call.namespace(), path)
+        lock_id = request["Lock"]["ID"] if request["Lock"] else ""
+        if not lock_id:
+            raise HttpError(500, multierror_text(["missing lock ID"]))
+        var = self.state.variables.get(key)
+        if var is None:
+            raise HttpError(404, "variable doesn't exist")
+        if not var.get("Lock"):
+            raise HttpError(409, "variable doesn't hold a lock")
+        if var["Lock"]["ID"] != lock_id or not self.state.renew_lock_timer(key):
+            raise HttpError(409, "attempting to modify locked variable")
+        # Renewal writes nothing to Raft, and Nomad sends no X-Nomad-Index for it.
+        return Reply.json(variable_metadata(var))
+
+    def variable_lock_release(self, call, path):
+        request = decode_variable_request(call.body)
+        self.variable_write_checks(call)
+        namespace = request["Namespace"] or call.namespace()
+        lock = request["Lock"]
+        if lock is None or not lock["ID"]:
+            raise HttpError(400, RPC_400_PREFIX + "missing lock information")
+        if request["Items"] is not None:
+            raise HttpError(400, RPC_400_PREFIX + "lock release operation doesn't take variable "
+                                                  "items")
+        problem = variable_path_error(path)
+        if problem:
+            raise HttpError(400, problem)
+
+        state = self.state
+        key = (namespace, path)
+        var = state.variables.get(key)
+        if var is None:
+            state.bump()
+            raise HttpError(500, "variable doesn't exist")
+        if not var.get("Lock"):
+            state.bump()
+            raise HttpError(500, "variable doesn't hold a lock")
+        if var["Lock"]["ID"] != lock["ID"]:
+            state.bump()
+            return self.variable_conflict(None, namespace, path, None)
+        var = state.release_variable_lock(key)
+        reply = Reply.json(variable_metadata(var))
+        reply.index = var["ModifyIndex"]
+        return reply
+
     # -- system ------------------------------------------------------------------
 
     def system(self, call, rest):
@@ -1781,11 +3132,18 @@ class NomadApi:
     def operator(self, call, rest):
         if rest == ["raft", "configuration"]:
             self.method(call, "GET")
-            return self.read(call, lambda: Reply.json(self.state.raft), blocking=False,
+            return self.read(call, lambda: Reply.json(self.state.raft_view()), blocking=False,
                              query_meta=False)
         if rest == ["autopilot", "health"]:
             # Nomad returns 404, not 405, for a non-GET here.
             self.method(call, "GET", code=404)
+            if self.state.servers is not None:
+                # Nomad always sends this to the leader, ignoring ?stale.
+                call.stale()
+                self.check_region(call)
+                self.require_leader(call, allow_stale=False)
+                self.check_acl(call)
+                return self.autopilot_health()
             return self.read(call, self.autopilot_health, blocking=False, query_meta=False)
         if rest == ["scheduler", "configuration"]:
             self.method(call, "GET")
@@ -1793,7 +3151,7 @@ class NomadApi:
         raise HttpError(404, ERR_NOT_FOUND_PAGE)
 
     def autopilot_health(self):
-        health = self.state.autopilot
+        health = self.state.autopilot_view()
         return Reply.json(health, status=200 if health.get("Healthy") else 429)
 
     def scheduler_config(self):
@@ -1843,6 +3201,11 @@ class FakeNomadServer(ThreadingHTTPServer):
         self.faults = FaultBook()
         self.requests = RequestLog()
         self.verbose = verbose
+        # Applies timed timeline entries, restart recoveries and lock expiry even
+        # when no request arrives; stop_blocking_queries() ends it.
+        self.scheduler = threading.Thread(target=self.state.run_scheduler,
+                                          name="fake-nomad-scheduler", daemon=True)
+        self.scheduler.start()
 
     def stop_blocking_queries(self):
         with self.state.cond:
@@ -1894,6 +3257,9 @@ class Handler(BaseHTTPRequestHandler):
         path = urllib.parse.unquote(split.path)
         params = urllib.parse.parse_qs(split.query, keep_blank_values=True)
         headers = {name.lower(): value for name, value in self.headers.items()}
+        # Due timeline entries, recoveries and lock expiry apply before any request
+        # is answered, even if the scheduler thread has not woken up yet.
+        self.server.state.run_due()
         if path.startswith("/_test/"):
             reply = self.control(path, body)
             self.send(reply, compress=False)
@@ -1984,6 +3350,24 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/_test/mutate" and method in ("PUT", "POST"):
                 index = server.state.apply_mutations(self.parse_json(body))
                 return Reply.json({"index": index})
+            if path == "/_test/tick" and method in ("PUT", "POST"):
+                request = self.parse_json(body)
+                if request is None:
+                    request = {}
+                if not isinstance(request, dict):
+                    raise ScenarioError("tick body must be empty or an object such as "
+                                        "{\"count\": 2}")
+                return Reply.json(server.state.advance_tick(request.get("count", 1)))
+            if path == "/_test/restarted" and method in ("PUT", "POST"):
+                entry = server.state.record_restart(self.parse_json(body))
+                return Reply.json({"restart": entry})
+            if path == "/_test/restarts" and method == "GET":
+                with server.state.cond:
+                    return Reply.json(copy.deepcopy(server.state.restarts))
+            if path == "/_test/restarts" and method == "DELETE":
+                with server.state.cond:
+                    server.state.restarts = []
+                return Reply.json({})
         except ScenarioError as err:
             sys.stderr.write("fake_nomad: rejected %s %s: %s\n" % (method, path, err))
             return Reply.text(400, "%s\n" % err)
@@ -2001,8 +3385,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def send(self, reply, compress, truncate=False):
         body = reply.body
-        headers = [("Content-Type", reply.content_type), ("Vary", "Accept-Encoding")]
-        if compress:
+        # A 204 has no body, so it carries no Content-Type, Content-Length or encoding.
+        no_content = reply.status == 204
+        headers = [("Vary", "Accept-Encoding")]
+        if not no_content:
+            headers.insert(0, ("Content-Type", reply.content_type))
+        if compress and not no_content:
             body = gzip.compress(body)
             headers.append(("Content-Encoding", "gzip"))
         headers.extend(reply.headers)
@@ -2011,7 +3399,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Date", self.date_time_string())
             for name, value in self.merge_headers(headers):
                 self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
+            if not no_content:
+                self.send_header("Content-Length", str(len(body)))
             if truncate:
                 self.send_header("Connection", "close")
             self.end_headers()

@@ -18,17 +18,44 @@ assert exact sets instead of re-deriving them with the rule under test:
     _expect["down_nodes"]       IDs of nodes with Status down
     _expect["gc_removed_nodes"] down nodes that `nomad system gc` removes
 
+The restart builders (hung_client, power_loss, partition, flapping,
+never_returns) add servers, host heartbeat variables and timelines, and fill:
+
+    _expect["hung_nodes"]        down nodes whose host heartbeat is fresh and
+                                 reports the agent unhealthy
+    _expect["unreachable_nodes"] down nodes whose host heartbeat is stale
+    _expect["restart_nodes"]     node IDs whose host agent a correct controller
+                                 restarts
+    _expect["restart_servers"]   Names of servers whose agent it restarts
+    _expect["never_ready"]       restarted nodes whose agent never comes back
+    _expect["flapping_nodes"]    nodes whose status the timeline keeps flipping
+    _expect["heartbeats"]        {node ID: heartbeat variable path}
+    _expect["leader"]            leader RPC address at load ("" for none;
+                                 None when the scenario has no "servers")
+    _expect["leader_after_restarts"]  leader once every restart_servers agent
+                                 is back (None when nothing changes)
+    _expect["autopilot_healthy"] autopilot health at load (None without servers)
+
 Times are negative where they mean "that long before the scenario is loaded"
 (fake_nomad resolves them): StatusUpdatedAt in seconds, CreateTime and
-ModifyTime in nanoseconds.
+ModifyTime in nanoseconds. Heartbeat variables hold Unix seconds as strings
+(variable items are strings), computed from now_s when the builder runs, so
+load such a scenario soon after building it.
 """
 
 import hashlib
+import time
 
 NS_PER_S = 1_000_000_000
 
 TERMINAL_ALLOC_STATUSES = ("complete", "failed", "lost")
 TERMINAL_EVAL_STATUSES = ("complete", "failed", "canceled")
+
+# Each host's agent writes its liveness to this variable path plus its node ID.
+HEARTBEAT_PREFIX = "nomad-medic/heartbeat/"
+# A heartbeat this old (seconds) or newer counts as fresh in the builders.
+FRESH_HEARTBEAT_AGE_S = 5
+STALE_HEARTBEAT_AGE_S = 600
 
 
 def stable_uuid(label):
@@ -42,6 +69,11 @@ def registration_id(alloc_id, task, service_name, port_label):
     return "_nomad-task-%s-%s-%s-%s" % (alloc_id, task, service_name, port_label)
 
 
+def heartbeat_path(node_id):
+    """Return the variable path of a host's heartbeat."""
+    return HEARTBEAT_PREFIX + node_id
+
+
 class ScenarioBuilder:
     """Collects nodes, allocs, evals and registrations plus the _expect record."""
 
@@ -52,6 +84,9 @@ class ScenarioBuilder:
         self.allocs = []
         self.evals = []
         self.services = []
+        self.servers = []
+        self.variables = []
+        self.timeline = []
         self.expect = {
             "orphans": [],
             "orphan_kind": {},
@@ -61,19 +96,79 @@ class ScenarioBuilder:
             "terminal_evals": [],
             "down_nodes": [],
             "gc_removed_nodes": [],
+            "hung_nodes": [],
+            "unreachable_nodes": [],
+            "restart_nodes": [],
+            "restart_servers": [],
+            "never_ready": [],
+            "flapping_nodes": [],
+            "heartbeats": {},
+            "leader": None,
+            "leader_after_restarts": None,
+            "autopilot_healthy": None,
         }
 
     def uuid(self, *parts):
         return stable_uuid("/".join((self.label,) + tuple(str(p) for p in parts)))
 
-    def node(self, name, status="ready", down_for_s=None):
+    def node(self, name, status="ready", down_for_s=None, restart=None):
+        """Add a client node; restart is its "_restart" behaviour (None: fake_nomad's default)."""
         node = {"ID": self.uuid("node", name), "Name": name, "Status": status}
         if down_for_s is not None:
             node["StatusUpdatedAt"] = -int(down_for_s)
+        if restart is not None:
+            node["_restart"] = dict(restart)
         if status == "down":
             self.expect["down_nodes"].append(node["ID"])
         self.nodes.append(node)
         return node
+
+    def server(self, name, status="alive", leader=False, healthy=True, voter=True, node=None,
+               restart=None):
+        """Add a server at 10.0.0.<n>:4647; node is the client node sharing its host, if any."""
+        server = {"Name": name, "Addr": "10.0.0.%d" % (len(self.servers) + 1), "Port": 4647,
+                  "Status": status, "Voter": voter, "Healthy": healthy, "Leader": leader}
+        if node is not None:
+            server["node_id"] = node["ID"]
+        if restart is not None:
+            server["_restart"] = dict(restart)
+        self.servers.append(server)
+        return server
+
+    def heartbeat(self, node, now_s, age_s, agent_healthy, message):
+        """Add the host heartbeat variable of node, written age_s seconds before now_s."""
+        path = heartbeat_path(node["ID"])
+        self.variables.append({
+            "Namespace": "default",
+            "Path": path,
+            "Items": {
+                "host_alive_at": str(int(now_s) - int(age_s)),
+                "agent_healthy": "true" if agent_healthy else "false",
+                "agent_message": message,
+            },
+        })
+        self.expect["heartbeats"][node["ID"]] = path
+        return path
+
+    def at(self, op, at_s=None, at_tick=None):
+        """Add a timeline entry that applies the mutate operation op at at_s or at_tick."""
+        entry = {"op": dict(op)}
+        if at_s is not None:
+            entry["at_s"] = at_s
+        if at_tick is not None:
+            entry["at_tick"] = at_tick
+        self.timeline.append(entry)
+        return entry
+
+    def expect_cluster(self):
+        """Record the leader and autopilot health that the servers give at load."""
+        if not self.servers:
+            return
+        leader = [s for s in self.servers if s["Leader"] and s["Status"] == "alive"]
+        self.expect["leader"] = "%s:%d" % (leader[0]["Addr"], leader[0]["Port"]) if leader else ""
+        members = [s for s in self.servers if s["Status"] != "left"]
+        self.expect["autopilot_healthy"] = all(s["Status"] == "alive" and s["Healthy"]
+                                               for s in members)
 
     def alloc(self, namespace, job_id, node, client_status, desired_status="run",
               label=None, job_type="service", finished_ago_s=600):
@@ -142,6 +237,7 @@ class ScenarioBuilder:
 
     def build(self, **settings):
         self.finish_gc_expectation()
+        self.expect_cluster()
         scenario = {
             "region": "global",
             "namespaces": list(self.namespaces),
@@ -151,6 +247,12 @@ class ScenarioBuilder:
             "services": self.services,
             "_expect": self.expect,
         }
+        if self.servers:
+            scenario["servers"] = self.servers
+        if self.variables:
+            scenario["variables"] = self.variables
+        if self.timeline:
+            scenario["timeline"] = self.timeline
         scenario.update(settings)
         return scenario
 
@@ -272,6 +374,136 @@ def healthy():
     return builder.build()
 
 
+# --- restart orchestration: servers, host heartbeats, timelines -------------
+
+
+def three_servers(builder, leader="server-1", failed=(), unhealthy=()):
+    """Add server-1..3; leader is the Name marked Leader ("" for none)."""
+    for i in range(3):
+        name = "server-%d" % (i + 1)
+        builder.server(name, status="failed" if name in failed else "alive",
+                       leader=name == leader, healthy=name not in unhealthy)
+
+
+def ready_clients(builder, count, now_s, first=1):
+    """Add count ready clients with fresh, healthy host heartbeats and return them."""
+    nodes = []
+    for i in range(count):
+        node = builder.node("client-%d" % (first + i))
+        builder.heartbeat(node, now_s, FRESH_HEARTBEAT_AGE_S, True, "ok")
+        nodes.append(node)
+    return nodes
+
+
+def hung_client_node(builder, name, now_s, restart=None, down_for_s=120):
+    """Add a down client whose host is up (fresh heartbeat) but whose agent is wedged."""
+    node = builder.node(name, status="down", down_for_s=down_for_s, restart=restart)
+    builder.heartbeat(node, now_s, FRESH_HEARTBEAT_AGE_S, False,
+                      "nomad agent is running but has not heartbeated to the servers for %ds"
+                      % down_for_s)
+    builder.expect["hung_nodes"].append(node["ID"])
+    builder.expect["restart_nodes"].append(node["ID"])
+    return node
+
+
+def add_running_services(builder, nodes):
+    for i, spec in enumerate((WEB, BILLING, CACHE)):
+        add_service_alloc(builder, "default", spec, nodes[i % len(nodes)], "running", "live")
+
+
+def hung_client(now_s=None):
+    """Three healthy servers (server-1 leads), four ready clients and one hung client.
+
+    client-5 has been down for two minutes while its host heartbeat is fresh
+    and says the agent is unhealthy, so restarting that agent is the fix.
+    """
+    now_s = time.time() if now_s is None else now_s
+    builder = ScenarioBuilder("hung_client")
+    three_servers(builder)
+    ready = ready_clients(builder, 4, now_s)
+    hung_client_node(builder, "client-5", now_s)
+    add_running_services(builder, ready)
+    return builder.build()
+
+
+def power_loss(now_s=None):
+    """The site lost power and the hosts are back, but Nomad is not.
+
+    server-1's agent answers the API but sees server-2 and server-3 failed,
+    so there is no quorum and no leader. All six clients are down while their
+    hosts heartbeat fresh with the agent unhealthy. Restarting server-2 or
+    server-3 restores a quorum and fake_nomad then elects server-1;
+    restarting the clients brings them back.
+    """
+    now_s = time.time() if now_s is None else now_s
+    builder = ScenarioBuilder("power_loss")
+    three_servers(builder, leader="", failed=("server-2", "server-3"))
+    for i in range(6):
+        node = builder.node("client-%d" % (i + 1), status="down", down_for_s=300)
+        builder.heartbeat(node, now_s, FRESH_HEARTBEAT_AGE_S, False,
+                          "no servers available: agent cannot reach any Nomad server")
+        builder.expect["hung_nodes"].append(node["ID"])
+        builder.expect["restart_nodes"].append(node["ID"])
+    builder.expect["restart_servers"] = ["server-2", "server-3"]
+    builder.expect["leader_after_restarts"] = "10.0.0.1:4647"
+    return builder.build()
+
+
+def partition(now_s=None, down=5, ready=3):
+    """A network partition: many clients went down at the same moment.
+
+    server-1 still leads but lags (unhealthy) and server-3 is failed, so
+    autopilot reports unhealthy (429). The down clients' host heartbeats are
+    ten minutes old because their hosts cannot reach the cluster either, so a
+    restart cannot help and no agent should be restarted.
+    """
+    now_s = time.time() if now_s is None else now_s
+    builder = ScenarioBuilder("partition")
+    three_servers(builder, failed=("server-3",), unhealthy=("server-1",))
+    ready_nodes = ready_clients(builder, ready, now_s)
+    for i in range(down):
+        node = builder.node("client-%d" % (ready + i + 1), status="down", down_for_s=90)
+        builder.heartbeat(node, now_s, STALE_HEARTBEAT_AGE_S, True, "ok")
+        builder.expect["unreachable_nodes"].append(node["ID"])
+    add_running_services(builder, ready_nodes)
+    return builder.build()
+
+
+def flapping(cycles=3, period_s=None, now_s=None):
+    """client-5 goes down and comes back `cycles` times; it ends ready.
+
+    The changes happen at ticks 1, 2, ..., 2*cycles, or every period_s
+    seconds when period_s is given. Its host heartbeat stays fresh and
+    healthy, so the node recovers on its own and needs no restart.
+    """
+    now_s = time.time() if now_s is None else now_s
+    builder = ScenarioBuilder("flapping")
+    three_servers(builder)
+    ready_clients(builder, 4, now_s)
+    node = ready_clients(builder, 1, now_s, first=5)[0]
+    for step in range(2 * cycles):
+        status = "down" if step % 2 == 0 else "ready"
+        op = {"op": "set_node_status", "id": node["ID"], "status": status}
+        if period_s is None:
+            builder.at(op, at_tick=step + 1)
+        else:
+            builder.at(op, at_s=round(period_s * (step + 1), 3))
+    builder.expect["flapping_nodes"].append(node["ID"])
+    return builder.build()
+
+
+def never_returns(now_s=None):
+    """hung_client, except that client-5's agent never comes back after a restart."""
+    now_s = time.time() if now_s is None else now_s
+    builder = ScenarioBuilder("never_returns")
+    three_servers(builder)
+    ready = ready_clients(builder, 4, now_s)
+    hung = hung_client_node(builder, "client-5", now_s, restart={"never": True})
+    builder.expect["never_ready"].append(hung["ID"])
+    add_running_services(builder, ready)
+    return builder.build()
+
+
 # --- reading a scenario's expectations ------------------------------------
 
 
@@ -307,4 +539,9 @@ SCENARIOS = {
     "two_namespaces_down_node": lambda: two_namespaces(down_node=True),
     "gc_pileup": gc_pileup,
     "gc_pileup_down_node": lambda: gc_pileup(down_node=True),
+    "hung_client": hung_client,
+    "power_loss": power_loss,
+    "partition": partition,
+    "flapping": flapping,
+    "never_returns": never_returns,
 }

@@ -1,9 +1,10 @@
 """Helpers for nomad-medic's integration tests.
 
 FakeNomad runs tests/fake_nomad/fake_nomad.py as a child process on
-loopback and wraps its control API. run_medic runs the binary named by
-NOMAD_MEDIC_BIN with a clean environment. write_config and
-zero_grace_policy write libconfig policy files.
+loopback and wraps its control API, including ticks, recorded agent restarts
+and the argv of restart_recorder.py, the stand-in for `systemctl restart
+nomad`. run_medic runs the binary named by NOMAD_MEDIC_BIN with a clean
+environment. write_config and zero_grace_policy write libconfig policy files.
 
 `scenarios` (tests/fake_nomad/scenarios.py) is importable from here:
     from harness import FakeNomad, scenarios
@@ -21,6 +22,7 @@ import time
 INTEGRATION_DIR = os.path.dirname(os.path.abspath(__file__))
 FAKE_NOMAD_DIR = os.path.join(os.path.dirname(INTEGRATION_DIR), "fake_nomad")
 FAKE_NOMAD = os.environ.get("NM_FAKE_NOMAD") or os.path.join(FAKE_NOMAD_DIR, "fake_nomad.py")
+RESTART_RECORDER = os.path.join(os.path.dirname(os.path.abspath(FAKE_NOMAD)), "restart_recorder.py")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(FAKE_NOMAD)))
 import scenarios  # noqa: E402,F401  (re-exported for tests)
@@ -181,6 +183,37 @@ class FakeNomad:
     def mutate(self, ops):
         """Apply state changes atomically; returns the new X-Nomad-Index."""
         return self._control("PUT", "/_test/mutate", ops)["index"]
+
+    def tick(self, count=1):
+        """Advance the logical clock by count ticks, applying what falls due; returns the tick."""
+        return self._control("POST", "/_test/tick", {"count": count})["tick"]
+
+    def restarts(self):
+        """Return every recorded agent restart in order (seq, time, tick, node, server, states)."""
+        return self._control("GET", "/_test/restarts")
+
+    def variables(self):
+        """Return every variable (Namespace, Path, Items, Lock, indexes) from /_test/state."""
+        return self.state()["variables"]
+
+    def restart_recorder_argv(self, log, node=None, server=None, exit_code=None, sleep_s=None):
+        """Return the argv that restarts one host agent through restart_recorder.py.
+
+        Give exactly one of node (a client node ID) and server (a server Name).
+        log is the file that receives one JSON line per run. The product runs
+        this vector in place of `systemctl restart nomad`.
+        """
+        if (node is None) == (server is None):
+            raise ValueError("restart_recorder_argv needs exactly one of node and server")
+        if self.address is None:
+            raise RuntimeError("fake_nomad is not running; call start() first")
+        argv = [sys.executable, RESTART_RECORDER, "--server", self.address, "--log", log]
+        argv += ["--node", node] if node is not None else ["--server-name", server]
+        if exit_code is not None:
+            argv += ["--exit", str(exit_code)]
+        if sleep_s is not None:
+            argv += ["--sleep", str(sleep_s)]
+        return argv
 
     def writes(self):
         """Return the recorded requests whose method is not GET."""

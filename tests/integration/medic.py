@@ -62,5 +62,13 @@ class MedicTestCase(unittest.TestCase):
         return set(self.nomad.service_deletes())
 
     def mutating(self):
-        """Every request that is not a GET."""
+        """Every request that is not a GET, except the leadership lock's acquire, renew and release.
+
+        The lock is how instances coordinate, not an action on the cluster; a pass that can act
+        takes it. all_writes() includes it, for the dry-run checks.
+        """
+        return [r for r in self.nomad.writes() if r["path"] != "/v1/var/nomad-medic/lock"]
+
+    def all_writes(self):
+        """Every request that is not a GET, the lock included."""
         return self.nomad.writes()

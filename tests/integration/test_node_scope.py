@@ -212,6 +212,15 @@ class LeaveUntouched(NodeScope):
         self.assertTrue(os.path.exists(os.path.join("/var/run/netns", name)))
         self.assertEqual(self.lab.artefacts(leaked), [])
 
+    def test_uuid_namespace_without_network_state_untouched(self):
+        name = str(uuid.uuid4())
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        self.foreign.append(name)
+        self.serve()
+        self.medic("once", "--scope", "node", "--config", self.node_policy())
+        self.assertTrue(os.path.exists(os.path.join("/var/run/netns", name)))
+        self.assertEqual(self.journal_rows("kind = 'netns_clear'"), [])
+
     def test_held_namespace_reported_not_swept(self):
         held = self.add("complete", hold=True)
         unnamed = self.add("lost", leak_mode="held")

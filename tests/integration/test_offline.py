@@ -148,7 +148,7 @@ class DebugBundle(MedicTestCase):
     def test_not_a_bundle(self):
         empty = os.path.join(self.tmp, "empty")
         os.makedirs(empty)
-        proc = self.medic("plan", "--from-capture", empty, expect=1)
+        proc = self.medic("plan", "--from-capture", empty, "--db", self.db, expect=1)
         self.assertIn(empty, proc.stderr)
 
 

@@ -85,7 +85,7 @@ class OrphanDryRun(MedicTestCase):
     def test_dry_run_sends_no_mutating_request(self):
         config = self.policy(mode="dry-run")
         self.medic("once", "--config", config)
-        self.assertEqual(self.mutating(), [])
+        self.assertEqual(self.all_writes(), [])
         rows = self.journal_rows()
         self.assertEqual({r["state"] for r in rows if r["kind"] == "service_delete"}, {"dry_run"})
         self.assertEqual(len([r for r in rows if r["kind"] == "service_delete"]),
@@ -99,19 +99,19 @@ class OrphanDryRun(MedicTestCase):
         rows = self.journal_rows()
         self.assertEqual(len(rows), first)
         self.assertEqual({r["times_seen"] for r in rows if r["kind"] == "service_delete"}, {2})
-        self.assertEqual(self.mutating(), [])
+        self.assertEqual(self.all_writes(), [])
 
     def test_mode_override_beats_policy(self):
         config = self.policy(mode="enforce")
         self.medic("once", "--config", config, "--mode", "dry-run")
-        self.assertEqual(self.mutating(), [])
+        self.assertEqual(self.all_writes(), [])
 
     def test_default_policy_is_dry_run(self):
         proc = self.medic("once", "--db", self.db, env={"NOMAD_ADDR": self.nomad.address})
         self.assertIn("global mode dry-run", proc.stdout)
         # The built-in grace period (10m) holds back brand-new orphans.
         self.assertIn("blocked by grace", proc.stdout)
-        self.assertEqual(self.mutating(), [])
+        self.assertEqual(self.all_writes(), [])
 
 
 class PlanOutput(MedicTestCase):

@@ -1391,6 +1391,114 @@ static void test_hostile_strings_round_trip(void **state)
                      4);
 }
 
+/* ---- approval API audit ---- */
+
+static void test_api_audit_round_trip(void **state)
+{
+    struct fixture *f = *state;
+    struct journal_api_audit refused = {
+        .remote_addr = "127.0.0.1", .method = "POST", .path = "/v1/actions/7/approve",
+        .outcome = "unauthorized", .detail = "no bearer token",
+    };
+    struct journal_api_audit approved = {
+        .remote_addr = "::1", .method = "POST", .path = "/v1/actions/7/approve",
+        .token_name = "alice", .outcome = "approved", .detail = "action 7 approved",
+    };
+    struct journal_api_audit *rows = NULL;
+    char err[512] = "";
+    long long first = 0, second = 0;
+    size_t n = 0;
+
+    assert_rc(JOURNAL_OK, journal_api_audit_add(f->j, &refused, T0, &first, err, sizeof(err)));
+    assert_rc(JOURNAL_OK, journal_api_audit_add(f->j, &approved, T0 + 5, &second, err, sizeof(err)));
+    assert_true(second > first);
+    reopen(f);
+
+    assert_rc(JOURNAL_OK, journal_api_audit_list(f->j, 0, &rows, &n, err, sizeof(err)));
+    assert_int_equal(n, 2);
+    /* Newest first. */
+    assert_int_equal(rows[0].id, second);
+    assert_int_equal(rows[0].at, T0 + 5);
+    assert_string_equal(rows[0].remote_addr, "::1");
+    assert_string_equal(rows[0].method, "POST");
+    assert_string_equal(rows[0].path, "/v1/actions/7/approve");
+    assert_string_equal(rows[0].token_name, "alice");
+    assert_string_equal(rows[0].outcome, "approved");
+    assert_string_equal(rows[0].detail, "action 7 approved");
+    assert_int_equal(rows[1].id, first);
+    assert_int_equal(rows[1].at, T0);
+    assert_null(rows[1].token_name);
+    assert_string_equal(rows[1].outcome, "unauthorized");
+    journal_api_audit_list_free(rows, n);
+
+    assert_rc(JOURNAL_OK, journal_api_audit_list(f->j, 1, &rows, &n, err, sizeof(err)));
+    assert_int_equal(n, 1);
+    assert_int_equal(rows[0].id, second);
+    journal_api_audit_list_free(rows, n);
+}
+
+static void test_api_audit_every_outcome_accepted(void **state)
+{
+    static const char *const outcomes[] = {
+        "approved", "rejected", "unauthorized", "forbidden", "not_found", "conflict",
+        "bad_request", "method_not_allowed", "too_large",
+    };
+    struct fixture *f = *state;
+    char err[512] = "";
+
+    for (size_t i = 0; i < sizeof(outcomes) / sizeof(outcomes[0]); i++) {
+        struct journal_api_audit row = {.method = "GET", .path = "/v1/actions", .outcome = (char *)outcomes[i]};
+        int rc = journal_api_audit_add(f->j, &row, T0, NULL, err, sizeof(err));
+
+        if (rc != JOURNAL_OK)
+            print_error("outcome %s: %s\n", outcomes[i], err);
+        assert_int_equal(rc, JOURNAL_OK);
+    }
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM api_audit"), 9);
+}
+
+static void test_api_audit_input_checked(void **state)
+{
+    struct fixture *f = *state;
+    struct journal_api_audit unknown = {.method = "GET", .path = "/v1/actions", .outcome = "maybe"};
+    struct journal_api_audit no_method = {.path = "/v1/actions", .outcome = "forbidden"};
+    struct journal_api_audit no_path = {.method = "GET", .outcome = "forbidden"};
+    struct journal_api_audit no_outcome = {.method = "GET", .path = "/v1/actions"};
+    char err[512] = "";
+
+    assert_rc(JOURNAL_ERR, journal_api_audit_add(f->j, &unknown, T0, NULL, err, sizeof(err)));
+    assert_contains(err, "CHECK constraint failed");
+    assert_rc(JOURNAL_ERR, journal_api_audit_add(f->j, &no_method, T0, NULL, err, sizeof(err)));
+    assert_contains(err, "NOT NULL");
+    assert_rc(JOURNAL_ERR, journal_api_audit_add(f->j, &no_path, T0, NULL, err, sizeof(err)));
+    assert_rc(JOURNAL_ERR, journal_api_audit_add(f->j, &no_outcome, T0, NULL, err, sizeof(err)));
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM api_audit"), 0);
+}
+
+/* A version 2 journal (the schema before api_audit) gains the table and keeps its rows. */
+static void test_migration_2_to_3_keeps_rows(void **state)
+{
+    struct fixture *f = *state;
+    struct journal_action got;
+    struct journal_api_audit row = {.method = "GET", .path = "/v1/actions", .outcome = "forbidden"};
+    char err[512] = "";
+    long long id = 0;
+
+    assert_int_equal(journal_schema_version(), 3);
+    id = make_row(f->j, "service_delete:web", JS_PENDING_APPROVAL);
+    journal_close(f->j);
+    f->j = NULL;
+    raw_exec(f->path, "DROP TABLE api_audit; PRAGMA user_version = 2");
+
+    assert_rc(JOURNAL_OK, journal_open(f->path, 0, &f->j, err, sizeof(err)));
+    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 3);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE name = 'api_audit'"), 1);
+    assert_rc(JOURNAL_OK, journal_action_get(f->j, id, &got, err, sizeof(err)));
+    assert_int_equal(got.state, JS_PENDING_APPROVAL);
+    journal_action_free(&got);
+    assert_rc(JOURNAL_OK, journal_api_audit_add(f->j, &row, T0, NULL, err, sizeof(err)));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1435,6 +1543,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_last_execution_per_key, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_list_by_state_mask, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_strings_round_trip, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_api_audit_round_trip, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_api_audit_every_outcome_accepted, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_api_audit_input_checked, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_2_to_3_keeps_rows, setup_open, teardown),
     };
 
     /* Keep the "migrated journal" info line of every new journal out of the test output. */

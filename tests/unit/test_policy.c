@@ -288,6 +288,10 @@ static void test_rule_mode_and_force(void **state)
     assert_int_equal(policy_rule_mode(&p, &p.orphan_services.common), MODE_ENFORCE);
     assert_int_equal(policy_rule_mode(&p, &p.system_gc.common), MODE_ENFORCE);
     assert_int_equal(policy_rule_mode(&p, &p.down_nodes.common), MODE_ENFORCE);
+    assert_int_equal(p.netns_leaks.common.mode, MODE_ENFORCE);
+    assert_int_equal(p.client_restart.common.mode, MODE_ENFORCE);
+    assert_int_equal(p.server_restart.common.mode, MODE_ENFORCE);
+    assert_int_equal(p.node_ineligible.common.mode, MODE_ENFORCE);
     policy_free(&p);
 }
 
@@ -346,6 +350,59 @@ static void test_defaults_values(void **state)
 
     assert_int_equal(p.down_nodes.common.enabled, 1);
     assert_int_equal(p.down_nodes.min_down_s, 0);
+
+    assert_int_equal(p.client_restart.common.enabled, 1);
+    assert_int_equal(p.client_restart.common.mode, MODE_UNSET);
+    assert_int_equal(p.client_restart.min_down_s, 300);
+    assert_int_equal(p.client_restart.heartbeat_max_age_s, 120);
+    assert_int_equal(p.client_restart.max_parallel, 1);
+    assert_int_equal(p.client_restart.ready_timeout_s, 600);
+    assert_int_equal(p.client_restart.settle_s, 120);
+    assert_int_equal(p.client_restart.executor, EXECUTOR_NODE_AGENT);
+    assert_int_equal(p.client_restart.command.argc, 0);
+    assert_null(p.client_restart.command.argv);
+    assert_int_equal(p.client_restart.common.rate_limit.count, 6);
+    assert_int_equal(p.client_restart.common.rate_limit.period_s, 3600);
+    assert_int_equal(p.client_restart.common.cooldown_s, 1800);
+
+    assert_int_equal(p.server_restart.common.enabled, 1);
+    assert_int_equal(p.server_restart.common.mode, MODE_UNSET);
+    assert_int_equal(p.server_restart.min_down_s, 120);
+    assert_int_equal(p.server_restart.ready_timeout_s, 600);
+    assert_int_equal(p.server_restart.executor, EXECUTOR_EXEC);
+    assert_int_equal(p.server_restart.command.argc, 0);
+    assert_null(p.server_restart.command.argv);
+    assert_int_equal(p.server_restart.common.rate_limit.count, 3);
+    assert_int_equal(p.server_restart.common.rate_limit.period_s, 3600);
+    assert_int_equal(p.server_restart.common.cooldown_s, 1800);
+
+    assert_int_equal(p.node_ineligible.common.enabled, 1);
+    assert_int_equal(p.node_ineligible.common.mode, MODE_UNSET);
+    assert_int_equal(p.node_ineligible.flap_limit, 3);
+    assert_int_equal(p.node_ineligible.flap_window_s, 3600);
+    assert_int_equal(p.node_ineligible.common.rate_limit.count, 10);
+    assert_int_equal(p.node_ineligible.common.rate_limit.period_s, 3600);
+    assert_int_equal(p.node_ineligible.common.cooldown_s, 3600);
+
+    assert_string_equal(p.coord_namespace, "default");
+    assert_string_equal(p.coord_prefix, "nomad-medic");
+    assert_int_equal(p.lock_ttl_s, 30);
+    assert_int_equal(p.lock_delay_s, 15);
+    assert_int_equal(p.heartbeat_interval_s, 30);
+
+    assert_int_equal(p.node_servers.argc, 0);
+    assert_null(p.node_servers.argv);
+    assert_int_equal(p.node_restart_command.argc, 3);
+    assert_string_equal(p.node_restart_command.argv[0], "systemctl");
+    assert_string_equal(p.node_restart_command.argv[1], "restart");
+    assert_string_equal(p.node_restart_command.argv[2], "nomad");
+    assert_null(p.node_restart_command.argv[3]);
+
+    assert_int_equal(p.listener.enabled, 0);
+    assert_string_equal(p.listener.address, "127.0.0.1:8646");
+    assert_int_equal(p.listener.n_tokens, 0);
+    assert_null(p.listener.tokens);
+    assert_int_equal(p.listener.healthy_within_s, 300);
     policy_free(&p);
 }
 
@@ -477,6 +534,69 @@ static void test_load_every_setting(void **state)
 
     assert_int_equal(p.down_nodes.common.enabled, 0);
     assert_int_equal(p.down_nodes.min_down_s, 300);
+
+    assert_int_equal(p.client_restart.common.enabled, 0);
+    assert_int_equal(p.client_restart.common.mode, MODE_APPROVE);
+    assert_int_equal(p.client_restart.min_down_s, 600);
+    assert_int_equal(p.client_restart.heartbeat_max_age_s, 180);
+    assert_int_equal(p.client_restart.max_parallel, 2);
+    assert_int_equal(p.client_restart.ready_timeout_s, 900);
+    assert_int_equal(p.client_restart.settle_s, 300);
+    assert_int_equal(p.client_restart.executor, EXECUTOR_EXEC);
+    assert_int_equal(p.client_restart.command.argc, 8);
+    assert_string_equal(p.client_restart.command.argv[0], "ssh");
+    assert_string_equal(p.client_restart.command.argv[2], "BatchMode=yes");
+    assert_string_equal(p.client_restart.command.argv[3], "{address}");
+    assert_string_equal(p.client_restart.command.argv[7], "nomad");
+    assert_null(p.client_restart.command.argv[8]);
+    assert_int_equal(p.client_restart.common.rate_limit.count, 4);
+    assert_int_equal(p.client_restart.common.rate_limit.period_s, 3600);
+    assert_int_equal(p.client_restart.common.cooldown_s, 2700);
+
+    assert_int_equal(p.server_restart.common.enabled, 0);
+    assert_int_equal(p.server_restart.common.mode, MODE_ENFORCE);
+    assert_int_equal(p.server_restart.min_down_s, 180);
+    assert_int_equal(p.server_restart.ready_timeout_s, 1200);
+    assert_int_equal(p.server_restart.executor, EXECUTOR_NODE_AGENT);
+    assert_int_equal(p.server_restart.command.argc, 3);
+    assert_string_equal(p.server_restart.command.argv[0], "/usr/local/sbin/restart-server");
+    assert_string_equal(p.server_restart.command.argv[1], "--id={node_id}");
+    assert_string_equal(p.server_restart.command.argv[2], "--name={node_name}");
+    assert_null(p.server_restart.command.argv[3]);
+    assert_int_equal(p.server_restart.common.rate_limit.count, 1);
+    assert_int_equal(p.server_restart.common.rate_limit.period_s, 3600);
+    assert_int_equal(p.server_restart.common.cooldown_s, 7200);
+
+    assert_int_equal(p.node_ineligible.common.enabled, 0);
+    assert_int_equal(p.node_ineligible.common.mode, MODE_DRY_RUN);
+    assert_int_equal(p.node_ineligible.flap_limit, 5);
+    assert_int_equal(p.node_ineligible.flap_window_s, 7200);
+    assert_int_equal(p.node_ineligible.common.rate_limit.count, 5);
+    assert_int_equal(p.node_ineligible.common.rate_limit.period_s, 3600);
+    assert_int_equal(p.node_ineligible.common.cooldown_s, 10800);
+
+    assert_int_equal(p.node_servers.argc, 2);
+    assert_string_equal(p.node_servers.argv[0], "https://127.0.0.1:4647");
+    assert_string_equal(p.node_servers.argv[1], "unix:///run/nomad/server.sock");
+    assert_null(p.node_servers.argv[2]);
+    assert_int_equal(p.node_restart_command.argc, 3);
+    assert_string_equal(p.node_restart_command.argv[2], "nomad-client.service");
+    assert_null(p.node_restart_command.argv[3]);
+
+    assert_string_equal(p.coord_namespace, "ops-tools");
+    assert_string_equal(p.coord_prefix, "ops/nomad-medic");
+    assert_int_equal(p.lock_ttl_s, 60);
+    assert_int_equal(p.lock_delay_s, 30);
+    assert_int_equal(p.heartbeat_interval_s, 20);
+
+    assert_int_equal(p.listener.enabled, 1);
+    assert_string_equal(p.listener.address, "[::1]:9646");
+    assert_int_equal(p.listener.n_tokens, 2);
+    assert_string_equal(p.listener.tokens[0].name, "alice");
+    assert_string_equal(p.listener.tokens[0].token, "alice-token-0123456789abcdef");
+    assert_string_equal(p.listener.tokens[1].name, "ci@deploy.example");
+    assert_string_equal(p.listener.tokens[1].token, "ci-token-fedcba9876543210");
+    assert_int_equal(p.listener.healthy_within_s, 600);
     policy_free(&p);
 }
 
@@ -496,12 +616,28 @@ static void test_dump_round_trip(void **state)
     free(p.nomad.http_auth);
     p.nomad.http_auth = NULL;
     first = dump_or_fail(&p);
+    /* The listener tokens are secrets too: the dump names them and leaves them out. */
+    assert_non_null(strstr(first, "  # tokens: alice, ci@deploy.example (values not shown)\n"));
+    assert_null(strstr(first, "alice-token-0123456789abcdef"));
+    assert_null(strstr(first, "ci-token-fedcba9876543210"));
+    for (size_t i = 0; i < p.listener.n_tokens; i++) {
+        free(p.listener.tokens[i].name);
+        free(p.listener.tokens[i].token);
+    }
+    free(p.listener.tokens);
+    p.listener.tokens = NULL;
+    p.listener.n_tokens = 0;
+    free(first);
+    first = dump_or_fail(&p);
 
     write_file(*state, "dump.conf", first, path, sizeof(path));
     assert_int_equal(policy_load(path, &again, err, sizeof(err)), 0);
     second = dump_or_fail(&again);
     assert_string_equal(second, first);
     assert_true(again.breaker_max_unhealthy == p.breaker_max_unhealthy);
+    assert_int_equal(again.client_restart.command.argc, p.client_restart.command.argc);
+    assert_int_equal(again.node_servers.argc, 2);
+    assert_int_equal(again.listener.n_tokens, 0);
 
     free(first);
     free(second);
@@ -643,6 +779,37 @@ static void test_dump_of_defaults(void **state)
         "  port_conflicts = {\n"
         "    enabled = true;\n"
         "  };\n"
+        "  client_restart = {\n"
+        "    enabled = true;\n"
+        "    # mode is not set: follows controller.mode\n"
+        "    min_down = \"5m\";\n"
+        "    heartbeat_max_age = \"2m\";\n"
+        "    max_parallel = 1;\n"
+        "    ready_timeout = \"10m\";\n"
+        "    settle = \"2m\";\n"
+        "    executor = \"node-agent\";\n"
+        "    # command is not set\n"
+        "    rate_limit = \"6/h\";\n"
+        "    cooldown = \"30m\";\n"
+        "  };\n"
+        "  server_restart = {\n"
+        "    enabled = true;\n"
+        "    # mode is not set: follows controller.mode\n"
+        "    min_down = \"2m\";\n"
+        "    ready_timeout = \"10m\";\n"
+        "    executor = \"exec\";\n"
+        "    # command is not set\n"
+        "    rate_limit = \"3/h\";\n"
+        "    cooldown = \"30m\";\n"
+        "  };\n"
+        "  node_ineligible = {\n"
+        "    enabled = true;\n"
+        "    # mode is not set: follows controller.mode\n"
+        "    flap_limit = 3;\n"
+        "    flap_window = \"1h\";\n"
+        "    rate_limit = \"10/h\";\n"
+        "    cooldown = \"1h\";\n"
+        "  };\n"
         "};\n"
         "\n"
         "node = {\n"
@@ -658,6 +825,23 @@ static void test_dump_of_defaults(void **state)
         "  iptables_save = \"iptables-save\";\n"
         "  ip = \"ip\";\n"
         "  command_timeout = \"10s\";\n"
+        "  servers = [];\n"
+        "  restart_command = [\"systemctl\", \"restart\", \"nomad\"];\n"
+        "};\n"
+        "\n"
+        "coordination = {\n"
+        "  namespace = \"default\";\n"
+        "  prefix = \"nomad-medic\";\n"
+        "  lock_ttl = \"30s\";\n"
+        "  lock_delay = \"15s\";\n"
+        "  heartbeat_interval = \"30s\";\n"
+        "};\n"
+        "\n"
+        "listener = {\n"
+        "  enabled = false;\n"
+        "  address = \"127.0.0.1:8646\";\n"
+        "  tokens = ();\n"
+        "  healthy_within = \"5m\";\n"
         "};\n";
     struct policy p;
     char err[512];
@@ -749,6 +933,30 @@ struct error_case {
     const char *message;    /* expected error after "<dir>/policy.conf" */
 };
 
+/* The "expected" halves of the messages for the restart, coordination and listener settings. */
+#define ARGV_FORM "an array of 1 to 64 non-empty strings like [\"systemctl\", \"restart\", \"nomad\"]"
+#define SERVERS_FORM                                                                        \
+    "an array of up to 64 addresses like [\"https://10.0.0.1:4646\", \"https://10.0.0.2:4646\"], " \
+    "or [] to use nomad.address"
+#define ADDRESS_FORM                                                                        \
+    "an address starting with http://, https:// or unix://, like \"http://127.0.0.1:4646\" or " \
+    "\"unix:///run/nomad.sock\""
+#define PLACEHOLDER_FORM "only {node_id}, {node_name} or {address} inside braces"
+#define TOKENS_FORM                                                                         \
+    "a list of groups like ( { name = \"alice\"; token = \"<16 or more characters>\"; } ), or () " \
+    "for none"
+#define TOKEN_NAME_FORM "1 to 64 characters from A-Z a-z 0-9 _ . @ -"
+#define LISTEN_FORM                                                                         \
+    "a host and port like \"127.0.0.1:8646\", \"[::1]:8646\" or \"localhost:8646\", with a port " \
+    "from 1 to 65535"
+#define PREFIX_FORM                                                                         \
+    "1 to 64 characters from a-z A-Z 0-9 - _ ~ /, with no leading or trailing '/' and not under " \
+    "\"nomad/\", like \"nomad-medic\""
+#define NAMESPACE_FORM "a namespace name of 1 to 128 letters, digits or '-', like \"default\""
+#define EXEC_FIX                                                                            \
+    "expected a command like [\"ssh\", \"{address}\", \"sudo\", \"systemctl\", \"restart\", "      \
+    "\"nomad\"], executor = \"node-agent\", mode = \"dry-run\" or enabled = false"
+
 static const struct error_case error_cases[] = {
     /* libconfig syntax */
     {"log = {\n  level = ;\n};\n",
@@ -758,9 +966,11 @@ static const struct error_case error_cases[] = {
 
     /* unknown names */
     {"nomd = { address = \"http://127.0.0.1:4646\"; };\n",
-     ":1: nomd: unknown group; expected one of: nomad, journal, log, controller, rules, node"},
+     ":1: nomd: unknown group; expected one of: nomad, journal, log, controller, rules, node, "
+     "coordination, listener"},
     {"\nmode = \"enforce\";\n",
-     ":2: mode: unknown setting; expected one of: nomad, journal, log, controller, rules, node"},
+     ":2: mode: unknown setting; expected one of: nomad, journal, log, controller, rules, node, "
+     "coordination, listener"},
     {"controller = {\n  mode = \"dry-run\";\n  intervl = \"1m\";\n};\n",
      ":3: controller.intervl: unknown setting; expected one of: mode, interval, pause_file, "
      "approval_ttl, rate_limit, breaker"},
@@ -769,7 +979,7 @@ static const struct error_case error_cases[] = {
      "min_nodes"},
     {"rules = {\n  orphans = { enabled = true; };\n};\n",
      ":2: rules.orphans: unknown group; expected one of: orphan_services, system_gc, down_nodes, netns_leaks, "
-     "port_conflicts"},
+     "port_conflicts, client_restart, server_restart, node_ineligible"},
     {"rules = {\n  orphan_services = {\n    graze = \"10m\";\n  };\n};\n",
      ":3: rules.orphan_services.graze: unknown setting; expected one of: enabled, mode, grace, "
      "rate_limit, cooldown"},
@@ -936,6 +1146,206 @@ static const struct error_case error_cases[] = {
      ":1: journal.path: empty path; expected a non-empty file path in double quotes"},
     {"controller = { pause_file = \"\"; };\n",
      ":1: controller.pause_file: empty path; expected a non-empty file path in double quotes"},
+
+    /* unknown names in the new groups */
+    {"rules = { client_restart = {\n  executer = \"exec\";\n}; };\n",
+     ":2: rules.client_restart.executer: unknown setting; expected one of: enabled, mode, "
+     "min_down, heartbeat_max_age, max_parallel, ready_timeout, settle, executor, command, "
+     "rate_limit, cooldown"},
+    {"rules = { server_restart = { settle = \"1m\"; }; };\n",
+     ":1: rules.server_restart.settle: unknown setting; expected one of: enabled, mode, min_down, "
+     "ready_timeout, executor, command, rate_limit, cooldown"},
+    {"rules = { node_ineligible = { flaps = 3; }; };\n",
+     ":1: rules.node_ineligible.flaps: unknown setting; expected one of: enabled, mode, "
+     "flap_limit, flap_window, rate_limit, cooldown"},
+    {"coordination = { ttl = \"30s\"; };\n",
+     ":1: coordination.ttl: unknown setting; expected one of: namespace, prefix, lock_ttl, "
+     "lock_delay, heartbeat_interval"},
+    {"listener = { token = \"abc\"; };\n",
+     ":1: listener.token: unknown setting; expected one of: enabled, address, tokens, "
+     "healthy_within"},
+    {"node = { restart = [\"reboot\"]; };\n",
+     ":1: node.restart: unknown setting; expected one of: node_id, netns_dir, cni_cache_dir, "
+     "ipam_dir, ipam_dir_legacy, network, bridge, cni_path, iptables, iptables_save, ip, "
+     "command_timeout, servers, restart_command"},
+
+    /* argument vectors */
+    {"rules = { client_restart = { command = \"systemctl restart nomad\"; }; };\n",
+     ":1: rules.client_restart.command: wrong type string; expected " ARGV_FORM},
+    {"rules = { server_restart = { command = ( \"systemctl\", \"restart\" ); }; };\n",
+     ":1: rules.server_restart.command: wrong type list; expected " ARGV_FORM},
+    {"node = {\n  restart_command = [];\n};\n",
+     ":2: node.restart_command: empty array; expected " ARGV_FORM},
+    {"rules = { client_restart = {\n  command = [\n    \"systemctl\",\n    \"\"\n  ];\n}; };\n",
+     ":2: rules.client_restart.command: element 2: empty string; expected " ARGV_FORM},
+    {"rules = { client_restart = { command = [1, 2]; }; };\n",
+     ":1: rules.client_restart.command: element 1: wrong type integer; expected " ARGV_FORM},
+    {"rules = { client_restart = { command = [\"ssh\", \"{address}\", \"restart-{node}\"]; }; };\n",
+     ":1: rules.client_restart.command: element 3: unknown placeholder \"{node}\"; expected "
+     PLACEHOLDER_FORM},
+    {"rules = { server_restart = { command = [\"awk\", \"{print $1}\"]; }; };\n",
+     ":1: rules.server_restart.command: element 2: unknown placeholder \"{print $1}\"; expected "
+     PLACEHOLDER_FORM},
+    {"node = { restart_command = [\"restart\", \"--node={node_id\"]; };\n",
+     ":1: node.restart_command: element 2: unclosed placeholder \"{node_id\"; expected "
+     PLACEHOLDER_FORM},
+    {"rules = { client_restart = { command = [\"{NODE_ID}\"]; }; };\n",
+     ":1: rules.client_restart.command: element 1: unknown placeholder \"{NODE_ID}\"; expected "
+     PLACEHOLDER_FORM},
+
+    /* server addresses */
+    {"node = { servers = \"https://127.0.0.1:4646\"; };\n",
+     ":1: node.servers: wrong type string; expected " SERVERS_FORM},
+    {"node = { servers = [\"127.0.0.1:4646\"]; };\n",
+     ":1: node.servers: element 1: invalid address \"127.0.0.1:4646\"; expected " ADDRESS_FORM},
+    {"node = { servers = [\"https://127.0.0.1:4646\", \"\"]; };\n",
+     ":1: node.servers: element 2: empty address; expected " ADDRESS_FORM},
+    {"node = { servers = [4646]; };\n",
+     ":1: node.servers: element 1: wrong type integer; expected " SERVERS_FORM},
+
+    /* executors */
+    {"rules = { client_restart = { executor = \"ssh\"; }; };\n",
+     ":1: rules.client_restart.executor: invalid executor \"ssh\"; expected one of \"exec\", "
+     "\"node-agent\""},
+    {"rules = { server_restart = { executor = \"Exec\"; }; };\n",
+     ":1: rules.server_restart.executor: invalid executor \"Exec\"; expected one of \"exec\", "
+     "\"node-agent\""},
+    {"rules = { server_restart = { executor = true; }; };\n",
+     ":1: rules.server_restart.executor: wrong type boolean; expected one of \"exec\", "
+     "\"node-agent\""},
+
+    /* exec without a command, in a mode that acts */
+    {"controller = { mode = \"enforce\"; };\nrules = { server_restart = { cooldown = \"1h\"; }; };\n",
+     ":2: rules.server_restart: executor \"exec\" has no command to run in enforce mode; " EXEC_FIX},
+    {"rules = {\n  server_restart = {\n    mode = \"approve\";\n  };\n};\n",
+     ":2: rules.server_restart: executor \"exec\" has no command to run in approve mode; " EXEC_FIX},
+    {"controller = { mode = \"approve\"; };\n"
+     "rules = {\n  server_restart = { enabled = false; };\n"
+     "  client_restart = {\n    executor = \"exec\";\n  };\n};\n",
+     ":4: rules.client_restart: executor \"exec\" has no command to run in approve mode; " EXEC_FIX},
+
+    /* restart and flap limits */
+    {"rules = { client_restart = { max_parallel = 0; }; };\n",
+     ":1: rules.client_restart.max_parallel: 0 is out of range; expected an integer from 1 to 100, "
+     "without quotes"},
+    {"rules = { client_restart = { max_parallel = 101; }; };\n",
+     ":1: rules.client_restart.max_parallel: 101 is out of range; expected an integer from 1 to "
+     "100, without quotes"},
+    {"rules = { node_ineligible = { flap_limit = 1; }; };\n",
+     ":1: rules.node_ineligible.flap_limit: 1 is out of range; expected an integer from 2 to 100, "
+     "without quotes"},
+    {"rules = { client_restart = { ready_timeout = \"0s\"; }; };\n",
+     ":1: rules.client_restart.ready_timeout: duration \"0s\" is too short; expected at least "
+     "\"1s\""},
+    {"rules = { client_restart = { heartbeat_max_age = \"0\"; }; };\n",
+     ":1: rules.client_restart.heartbeat_max_age: duration \"0\" is too short; expected at least "
+     "\"1s\""},
+    {"rules = { node_ineligible = { flap_window = \"0s\"; }; };\n",
+     ":1: rules.node_ineligible.flap_window: duration \"0s\" is too short; expected at least "
+     "\"1s\""},
+
+    /* coordination */
+    {"coordination = { lock_ttl = \"5s\"; };\n",
+     ":1: coordination.lock_ttl: duration \"5s\" is too short; expected at least \"10s\""},
+    {"coordination = { lock_ttl = \"25h\"; };\n",
+     ":1: coordination.lock_ttl: duration \"25h\" is too long; expected at most \"24h\""},
+    {"coordination = { lock_delay = \"2h\"; };\n",
+     ":1: coordination.lock_delay: duration \"2h\" is too long; expected at most \"1h\""},
+    {"coordination = { heartbeat_interval = \"0s\"; };\n",
+     ":1: coordination.heartbeat_interval: duration \"0s\" is too short; expected at least "
+     "\"1s\""},
+    {"coordination = { heartbeat_interval = \"2h\"; };\n",
+     ":1: coordination.heartbeat_interval: duration \"2h\" is too long; expected at most "
+     "\"1h\""},
+    {"coordination = { prefix = \"/nomad-medic\"; };\n",
+     ":1: coordination.prefix: leading or trailing '/' in prefix \"/nomad-medic\"; expected "
+     PREFIX_FORM},
+    {"coordination = { prefix = \"nomad-medic/\"; };\n",
+     ":1: coordination.prefix: leading or trailing '/' in prefix \"nomad-medic/\"; expected "
+     PREFIX_FORM},
+    {"coordination = { prefix = \"nomad medic\"; };\n",
+     ":1: coordination.prefix: invalid character in prefix \"nomad medic\"; expected " PREFIX_FORM},
+    {"coordination = { prefix = \"nomad.medic\"; };\n",
+     ":1: coordination.prefix: invalid character in prefix \"nomad.medic\"; expected " PREFIX_FORM},
+    {"coordination = { prefix = \"\"; };\n",
+     ":1: coordination.prefix: empty prefix; expected " PREFIX_FORM},
+    {"coordination = { prefix = "
+     "\"a123456789b123456789c123456789d123456789e123456789f123456789g1234\"; };\n",
+     ":1: coordination.prefix: prefix too long "
+     "\"a123456789b123456789c123456789d123456789e123456789f123456789g1234\"; expected "
+     PREFIX_FORM},
+    {"coordination = { prefix = \"nomad\"; };\n",
+     ":1: coordination.prefix: Nomad's reserved \"nomad\" directory in prefix \"nomad\"; "
+     "expected " PREFIX_FORM},
+    {"coordination = { prefix = \"nomad/jobs/medic\"; };\n",
+     ":1: coordination.prefix: Nomad's reserved \"nomad\" directory in prefix "
+     "\"nomad/jobs/medic\"; expected " PREFIX_FORM},
+    {"coordination = { namespace = \"*\"; };\n",
+     ":1: coordination.namespace: invalid namespace \"*\"; expected " NAMESPACE_FORM},
+    {"coordination = { namespace = \"ops_tools\"; };\n",
+     ":1: coordination.namespace: invalid namespace \"ops_tools\"; expected " NAMESPACE_FORM},
+    {"coordination = { namespace = \"\"; };\n",
+     ":1: coordination.namespace: empty namespace; expected " NAMESPACE_FORM},
+
+    /* listener address */
+    {"listener = { address = \"8646\"; };\n",
+     ":1: listener.address: no port in listen address \"8646\"; expected " LISTEN_FORM},
+    {"listener = { address = \"127.0.0.1\"; };\n",
+     ":1: listener.address: no port in listen address \"127.0.0.1\"; expected " LISTEN_FORM},
+    {"listener = { address = \"127.0.0.1:0\"; };\n",
+     ":1: listener.address: invalid port in listen address \"127.0.0.1:0\"; expected " LISTEN_FORM},
+    {"listener = { address = \"127.0.0.1:65536\"; };\n",
+     ":1: listener.address: invalid port in listen address \"127.0.0.1:65536\"; expected "
+     LISTEN_FORM},
+    {"listener = { address = \"localhost:http\"; };\n",
+     ":1: listener.address: invalid port in listen address \"localhost:http\"; expected "
+     LISTEN_FORM},
+    {"listener = { address = \"medic.example:8646\"; };\n",
+     ":1: listener.address: invalid host in listen address \"medic.example:8646\"; expected "
+     LISTEN_FORM},
+    {"listener = { address = \"256.0.0.1:8646\"; };\n",
+     ":1: listener.address: invalid host in listen address \"256.0.0.1:8646\"; expected "
+     LISTEN_FORM},
+    {"listener = { address = \"::1:8646\"; };\n",
+     ":1: listener.address: invalid host in listen address \"::1:8646\"; expected " LISTEN_FORM},
+    {"listener = { address = \"[::1]8646\"; };\n",
+     ":1: listener.address: no port in listen address \"[::1]8646\"; expected " LISTEN_FORM},
+    {"listener = { address = \"[127.0.0.1]:8646\"; };\n",
+     ":1: listener.address: invalid IPv6 address in listen address \"[127.0.0.1]:8646\"; "
+     "expected " LISTEN_FORM},
+    {"listener = { address = \"\"; };\n",
+     ":1: listener.address: empty listen address; expected " LISTEN_FORM},
+    {"listener = { healthy_within = \"0s\"; };\n",
+     ":1: listener.healthy_within: duration \"0s\" is too short; expected at least \"1s\""},
+
+    /* listener tokens (values that must never be echoed are checked separately) */
+    {"listener = { tokens = { name = \"alice\"; }; };\n",
+     ":1: listener.tokens: wrong type group; expected " TOKENS_FORM},
+    {"listener = { tokens = [\"alice\"]; };\n",
+     ":1: listener.tokens: wrong type array; expected " TOKENS_FORM},
+    {"listener = { tokens = ( \"alice\" ); };\n",
+     ":1: listener.tokens: element 1: wrong type string; expected " TOKENS_FORM},
+    {"listener = {\n  tokens = (\n    { token = \"0123456789abcdef\"; }\n  );\n};\n",
+     ":3: listener.tokens: element 1: no name; expected name = \"alice\"; with " TOKEN_NAME_FORM},
+    {"listener = {\n  tokens = (\n    { name = \"alice\"; }\n  );\n};\n",
+     ":3: listener.tokens: \"alice\" has no token; expected token = \"<16 or more characters>\";"},
+    {"listener = {\n  tokens = (\n    { name = \"alice\";\n      user = \"alice\"; }\n  );\n};\n",
+     ":4: listener.tokens: element 1: unknown setting \"user\"; expected name and token"},
+    {"listener = { tokens = ( { name = 7; token = \"0123456789abcdef\"; } ); };\n",
+     ":1: listener.tokens: element 1: name has wrong type integer; expected a string in double "
+     "quotes"},
+    {"listener = { tokens = ( { name = \"al ice\"; token = \"0123456789abcdef\"; } ); };\n",
+     ":1: listener.tokens: element 1: invalid name \"al ice\"; expected " TOKEN_NAME_FORM},
+    {"listener = { tokens = ( { name = \"\"; token = \"0123456789abcdef\"; } ); };\n",
+     ":1: listener.tokens: element 1: invalid name \"\"; expected " TOKEN_NAME_FORM},
+    {"listener = { tokens = ( { name = \"alice\"; token = 1234567890123456; } ); };\n",
+     ":1: listener.tokens: token of \"alice\" has wrong type integer; expected a string in double "
+     "quotes"},
+    {"listener = {\n  tokens = (\n    { name = \"alice\"; token = \"0123456789abcdef\"; },\n"
+     "    { name = \"bob\"; token = \"fedcba9876543210\"; },\n"
+     "    { name = \"alice\"; token = \"0011223344556677\"; }\n  );\n};\n",
+     ":5: listener.tokens: name \"alice\" is used by elements 1 and 3; expected a different name "
+     "for each token"},
 };
 
 static void test_load_errors(void **state)
@@ -1094,6 +1504,387 @@ static void test_error_truncated_to_buffer(void **state)
 }
 
 /* ---------------------------------------------------------------------- */
+/* Restart, coordination and listener settings                             */
+
+static void test_command_load_and_dump(void **state)
+{
+    struct policy p;
+    struct policy again;
+    char path[PATH_MAX];
+    char err[1024] = "";
+    char *text;
+
+    assert_int_equal(load_text(*state,
+                               "rules = { client_restart = {\n"
+                               "  executor = \"exec\";\n"
+                               "  command = [\"ssh\", \"-l\", \"ops\", \"{address}\",\n"
+                               "             \"restart --id={node_id} --name \\\"{node_name}\\\"\"];\n"
+                               "}; };\n"
+                               "node = { restart_command = [\"/usr/local/sbin/restart-nomad\"]; };\n",
+                               &p, err, sizeof(err)),
+                     0);
+    assert_string_equal(err, "");
+    assert_int_equal(p.client_restart.executor, EXECUTOR_EXEC);
+    assert_int_equal(p.client_restart.command.argc, 5);
+    assert_string_equal(p.client_restart.command.argv[0], "ssh");
+    assert_string_equal(p.client_restart.command.argv[3], "{address}");
+    assert_string_equal(p.client_restart.command.argv[4],
+                        "restart --id={node_id} --name \"{node_name}\"");
+    assert_null(p.client_restart.command.argv[5]);
+    assert_int_equal(p.node_restart_command.argc, 1);
+    assert_string_equal(p.node_restart_command.argv[0], "/usr/local/sbin/restart-nomad");
+    assert_null(p.node_restart_command.argv[1]);
+
+    text = dump_or_fail(&p);
+    assert_non_null(strstr(text, "    executor = \"exec\";\n"
+                                 "    command = [\"ssh\", \"-l\", \"ops\", \"{address}\", "
+                                 "\"restart --id={node_id} --name \\\"{node_name}\\\"\"];\n"));
+    assert_non_null(strstr(text, "  restart_command = [\"/usr/local/sbin/restart-nomad\"];\n"));
+
+    write_file(*state, "dump.conf", text, path, sizeof(path));
+    assert_int_equal(policy_load(path, &again, err, sizeof(err)), 0);
+    assert_int_equal(again.client_restart.command.argc, 5);
+    assert_string_equal(again.client_restart.command.argv[4], p.client_restart.command.argv[4]);
+    assert_null(again.client_restart.command.argv[5]);
+    free(text);
+    policy_free(&p);
+    policy_free(&again);
+}
+
+/* Return malloc'd policy text whose rules.client_restart.command has n elements, "a1" to "aN". */
+static char *command_of_length(int n)
+{
+    size_t size = 64 + (size_t)n * 8;
+    char *text = malloc(size);
+    size_t used;
+
+    assert_non_null(text);
+    used = (size_t)snprintf(text, size, "rules = { client_restart = { command = [");
+    for (int i = 1; i <= n; i++)
+        used += (size_t)snprintf(text + used, size - used, "%s\"a%d\"", i > 1 ? ", " : "", i);
+    snprintf(text + used, size - used, "]; }; };\n");
+    return text;
+}
+
+static void test_command_element_limit(void **state)
+{
+    struct fixture *fx = *state;
+    struct policy p;
+    char err[1024] = "";
+    char expected[PATH_MAX + 1024];
+    char *text = command_of_length(64);
+
+    assert_int_equal(load_text(fx, text, &p, err, sizeof(err)), 0);
+    assert_int_equal(p.client_restart.command.argc, 64);
+    assert_string_equal(p.client_restart.command.argv[63], "a64");
+    assert_null(p.client_restart.command.argv[64]);
+    policy_free(&p);
+    free(text);
+
+    text = command_of_length(65);
+    snprintf(expected, sizeof(expected),
+             "%s/policy.conf:1: rules.client_restart.command: 65 elements, more than 64; expected "
+             ARGV_FORM, fx->dir);
+    assert_int_equal(load_text(fx, text, &p, err, sizeof(err)), -1);
+    assert_string_equal(err, expected);
+    free(text);
+}
+
+static void test_servers_load_and_dump(void **state)
+{
+    struct policy p;
+    char err[1024] = "";
+    char *text;
+
+    assert_int_equal(load_text(*state,
+                               "node = { servers = [\"https://medic:srv-pass-77aa@127.0.0.1:4646\", "
+                               "\"http://127.0.0.1:4656\"]; };\n",
+                               &p, err, sizeof(err)),
+                     0);
+    assert_int_equal(p.node_servers.argc, 2);
+    /* The loader keeps the userinfo, because the client sends it as Basic auth. */
+    assert_string_equal(p.node_servers.argv[0], "https://medic:srv-pass-77aa@127.0.0.1:4646");
+    assert_string_equal(p.node_servers.argv[1], "http://127.0.0.1:4656");
+    assert_null(p.node_servers.argv[2]);
+
+    text = dump_or_fail(&p);
+    assert_null(strstr(text, "srv-pass-77aa"));
+    assert_non_null(strstr(text, "  # servers credentials are set (not shown)\n"
+                                 "  servers = [\"https://127.0.0.1:4646\", "
+                                 "\"http://127.0.0.1:4656\"];\n"));
+    free(text);
+    policy_free(&p);
+
+    /* Unlike a command, the server list may be empty. */
+    assert_int_equal(load_text(*state, "node = { servers = []; };\n", &p, err, sizeof(err)), 0);
+    assert_int_equal(p.node_servers.argc, 0);
+    assert_null(p.node_servers.argv);
+    policy_free(&p);
+}
+
+/* Files that must load although a restart rule has executor "exec" and no command. */
+static void test_exec_without_command_allowed(void **state)
+{
+    static const char *const texts[] = {
+        /* No group for the rule: the built-in server_restart follows the global mode. */
+        "controller = { mode = \"enforce\"; };\n",
+        /* Dry-run only records what it would restart. */
+        "controller = { mode = \"enforce\"; };\n"
+        "rules = { server_restart = { mode = \"dry-run\"; }; };\n",
+        "rules = { client_restart = { executor = \"exec\"; }; };\n",
+        /* A disabled rule never acts. */
+        "controller = { mode = \"approve\"; };\n"
+        "rules = { server_restart = { enabled = false; }; };\n",
+        /* node-agent uses node.restart_command on the host instead. */
+        "controller = { mode = \"enforce\"; };\n"
+        "rules = { server_restart = { executor = \"node-agent\"; }; };\n",
+        "rules = { server_restart = { mode = \"enforce\"; command = [\"restart-server\", "
+        "\"{node_name}\"]; }; };\n",
+    };
+
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        struct policy p;
+        char err[1024] = "";
+
+        assert_int_equal(load_text(*state, texts[i], &p, err, sizeof(err)), 0);
+        assert_string_equal(err, "");
+        policy_free(&p);
+    }
+}
+
+static void test_executor_values(void **state)
+{
+    struct policy p;
+    char err[1024] = "";
+    char *text;
+
+    assert_int_equal(load_text(*state,
+                               "rules = {\n"
+                               "  client_restart = { executor = \"exec\"; };\n"
+                               "  server_restart = { executor = \"node-agent\"; };\n"
+                               "};\n",
+                               &p, err, sizeof(err)),
+                     0);
+    assert_int_equal(p.client_restart.executor, EXECUTOR_EXEC);
+    assert_int_equal(p.server_restart.executor, EXECUTOR_NODE_AGENT);
+    text = dump_or_fail(&p);
+    assert_non_null(strstr(text, "    settle = \"2m\";\n    executor = \"exec\";\n"));
+    assert_non_null(strstr(text, "    ready_timeout = \"10m\";\n    executor = \"node-agent\";\n"));
+    free(text);
+    policy_free(&p);
+}
+
+static void test_listen_address_forms(void **state)
+{
+    static const char *const valid[] = {
+        "127.0.0.1:8646", "0.0.0.0:9646", "10.1.2.3:1", "127.0.0.1:65535", "localhost:8646",
+        "[::1]:8646",     "[::]:8646",    "[fe80::1]:8646",
+    };
+
+    for (size_t i = 0; i < sizeof(valid) / sizeof(valid[0]); i++) {
+        struct policy p;
+        char text[256];
+        char line[256];
+        char err[1024] = "";
+        char *dump;
+
+        snprintf(text, sizeof(text), "listener = { enabled = true; address = \"%s\"; };\n", valid[i]);
+        assert_int_equal(load_text(*state, text, &p, err, sizeof(err)), 0);
+        assert_string_equal(p.listener.address, valid[i]);
+        assert_int_equal(p.listener.enabled, 1);
+        dump = dump_or_fail(&p);
+        snprintf(line, sizeof(line), "  address = \"%s\";\n", valid[i]);
+        assert_non_null(strstr(dump, line));
+        free(dump);
+        policy_free(&p);
+    }
+}
+
+static void test_coordination_forms(void **state)
+{
+    static const char *const prefixes[] = {
+        "nomad-medic", "ops/nomad-medic", "a", "A-b_c~d/e", "nomadic", "medic/nomad",
+        "a123456789b123456789c123456789d123456789e123456789f123456789g123",
+    };
+    static const char *const namespaces[] = {"default", "ops-tools", "A1", "-"};
+
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
+        struct policy p;
+        char text[256];
+        char err[1024] = "";
+
+        snprintf(text, sizeof(text), "coordination = { prefix = \"%s\"; };\n", prefixes[i]);
+        assert_int_equal(load_text(*state, text, &p, err, sizeof(err)), 0);
+        assert_string_equal(p.coord_prefix, prefixes[i]);
+        policy_free(&p);
+    }
+    for (size_t i = 0; i < sizeof(namespaces) / sizeof(namespaces[0]); i++) {
+        struct policy p;
+        char text[256];
+        char err[1024] = "";
+
+        snprintf(text, sizeof(text), "coordination = { namespace = \"%s\"; };\n", namespaces[i]);
+        assert_int_equal(load_text(*state, text, &p, err, sizeof(err)), 0);
+        assert_string_equal(p.coord_namespace, namespaces[i]);
+        policy_free(&p);
+    }
+}
+
+static void test_coordination_bounds(void **state)
+{
+    struct policy p;
+    char err[1024] = "";
+
+    assert_int_equal(load_text(*state,
+                               "coordination = { lock_ttl = \"10s\"; lock_delay = \"0\"; "
+                               "heartbeat_interval = \"1s\"; };\n",
+                               &p, err, sizeof(err)),
+                     0);
+    assert_int_equal(p.lock_ttl_s, 10);
+    assert_int_equal(p.lock_delay_s, 0);
+    assert_int_equal(p.heartbeat_interval_s, 1);
+    policy_free(&p);
+
+    assert_int_equal(load_text(*state,
+                               "coordination = { lock_ttl = \"24h\"; lock_delay = \"1h\"; "
+                               "heartbeat_interval = \"1h\"; };\n",
+                               &p, err, sizeof(err)),
+                     0);
+    assert_int_equal(p.lock_ttl_s, 86400);
+    assert_int_equal(p.lock_delay_s, 3600);
+    assert_int_equal(p.heartbeat_interval_s, 3600);
+    policy_free(&p);
+}
+
+static void test_tokens_load_and_dump(void **state)
+{
+    struct policy p;
+    struct policy again;
+    char path[PATH_MAX];
+    char err[1024] = "";
+    char *text;
+
+    assert_int_equal(load_text(*state,
+                               "listener = {\n"
+                               "  enabled = true;\n"
+                               "  tokens = (\n"
+                               "    { name = \"alice\"; token = \"tok-A-0123456789abcdef\"; },\n"
+                               "    { token = \"tok-B-!#$%&'()*+,-./:;<=>?@[]^_`{|}~\"; name = \"ci.bot_1@ops-team\"; }\n"
+                               "  );\n"
+                               "};\n",
+                               &p, err, sizeof(err)),
+                     0);
+    assert_int_equal(p.listener.n_tokens, 2);
+    assert_string_equal(p.listener.tokens[0].name, "alice");
+    assert_string_equal(p.listener.tokens[0].token, "tok-A-0123456789abcdef");
+    assert_string_equal(p.listener.tokens[1].name, "ci.bot_1@ops-team");
+    assert_string_equal(p.listener.tokens[1].token, "tok-B-!#$%&'()*+,-./:;<=>?@[]^_`{|}~");
+
+    text = dump_or_fail(&p);
+    assert_non_null(strstr(text, "  enabled = true;\n"
+                                 "  address = \"127.0.0.1:8646\";\n"
+                                 "  # tokens: alice, ci.bot_1@ops-team (values not shown)\n"
+                                 "  healthy_within = \"5m\";\n"));
+    assert_null(strstr(text, "tok-A-"));
+    assert_null(strstr(text, "tok-B-"));
+
+    /* A reloaded dump has no tokens, as with nomad.token. */
+    write_file(*state, "dump.conf", text, path, sizeof(path));
+    assert_int_equal(policy_load(path, &again, err, sizeof(err)), 0);
+    assert_int_equal(again.listener.n_tokens, 0);
+    assert_null(again.listener.tokens);
+    free(text);
+    policy_free(&p);
+    policy_free(&again);
+
+    /* Enabled with no tokens is allowed: health and metrics only. */
+    assert_int_equal(load_text(*state, "listener = { enabled = true; tokens = (); };\n", &p, err,
+                               sizeof(err)),
+                     0);
+    assert_int_equal(p.listener.enabled, 1);
+    assert_int_equal(p.listener.n_tokens, 0);
+    policy_free(&p);
+}
+
+#define SECRET "zz-secret-5a1c-0042"
+
+/* Token errors: exact messages, and the token value appears in none of them. */
+static void test_token_never_in_messages(void **state)
+{
+    static const struct error_case cases[] = {
+        {"listener = { tokens = (\n  { name = \"alice\"; token = \"" SECRET "\"; },\n"
+         "  { name = \"bob\"; token = \"" SECRET "\"; }\n); };\n",
+         ":3: listener.tokens: \"bob\" has the same token as \"alice\"; expected a different "
+         "token for each name"},
+        {"listener = { tokens = ( { name = \"alice\"; token = \"zz-secret\"; } ); };\n",
+         ":1: listener.tokens: token of \"alice\" is shorter than 16 characters; expected at least "
+         "16 random characters, for example from `openssl rand -hex 32`"},
+        {"listener = { tokens = ( { name = \"alice\"; token = \"zz secret 5a1c 0042\"; } ); };\n",
+         ":1: listener.tokens: token of \"alice\" contains a space, a control or a non-ASCII "
+         "character; expected printable ASCII without spaces, since it is sent in an HTTP header"},
+        {"listener = { tokens = ( { name = \"alice\"; token = \"zz-secret-\\n5a1c-0042\"; } ); };\n",
+         ":1: listener.tokens: token of \"alice\" contains a space, a control or a non-ASCII "
+         "character; expected printable ASCII without spaces, since it is sent in an HTTP header"},
+        {"listener = { tokens = ( { name = \"al ice\"; token = \"" SECRET "\"; } ); };\n",
+         ":1: listener.tokens: element 1: invalid name \"al ice\"; expected " TOKEN_NAME_FORM},
+        {"listener = { tokens = ( { name = \"alice\"; token = \"" SECRET "\"; role = \"x\"; } ); };\n",
+         ":1: listener.tokens: element 1: unknown setting \"role\"; expected name and token"},
+        {"listener = { tokens = ( { token = \"" SECRET "\"; } ); };\n",
+         ":1: listener.tokens: element 1: no name; expected name = \"alice\"; with " TOKEN_NAME_FORM},
+        {"listener = { tokens = ( \"" SECRET "\" ); };\n",
+         ":1: listener.tokens: element 1: wrong type string; expected " TOKENS_FORM},
+        {"listener = { tokens = [\"" SECRET "\"]; };\n",
+         ":1: listener.tokens: wrong type array; expected " TOKENS_FORM},
+        {"listener = { tokens = \"" SECRET "\"; };\n",
+         ":1: listener.tokens: wrong type string; expected " TOKENS_FORM},
+        /* An error after valid tokens were loaded. */
+        {"listener = {\n  tokens = ( { name = \"alice\"; token = \"" SECRET "\"; } );\n"
+         "  healthy_within = \"soon\";\n};\n",
+         ":3: listener.healthy_within: invalid duration \"soon\"; expected a duration like \"90s\", "
+         "\"10m\" or \"1h30m\""},
+    };
+    struct fixture *fx = *state;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct policy p;
+        char err[1024] = "";
+        char expected[PATH_MAX + 1024];
+
+        snprintf(expected, sizeof(expected), "%s/policy.conf%s", fx->dir, cases[i].message);
+        assert_int_equal(load_text(fx, cases[i].text, &p, err, sizeof(err)), -1);
+        assert_string_equal(err, expected);
+        assert_null(strstr(err, "zz-secret"));
+        assert_null(strstr(err, "5a1c"));
+    }
+}
+
+/* A failed load frees what the new kinds allocated and leaves them zeroed. */
+static void test_load_error_frees_new_fields(void **state)
+{
+    struct policy p;
+    char err[1024];
+
+    assert_int_equal(load_text(*state,
+                               "rules = { client_restart = { command = [\"restart\", \"{node_id}\"]; }; };\n"
+                               "node = { servers = [\"http://127.0.0.1:4646\"]; };\n"
+                               "listener = { tokens = ( { name = \"a\"; token = \"0123456789abcdef\"; } ); };\n"
+                               "coordination = { prefix = \"nomad/x\"; };\n",
+                               &p, err, sizeof(err)),
+                     -1);
+    assert_int_equal(p.client_restart.command.argc, 0);
+    assert_null(p.client_restart.command.argv);
+    assert_int_equal(p.node_servers.argc, 0);
+    assert_null(p.node_servers.argv);
+    assert_null(p.node_restart_command.argv);
+    assert_int_equal(p.listener.n_tokens, 0);
+    assert_null(p.listener.tokens);
+    assert_null(p.listener.address);
+    assert_null(p.coord_namespace);
+    assert_null(p.coord_prefix);
+    policy_free(&p);
+}
+
+/* ---------------------------------------------------------------------- */
 /* Shipped policies                                                        */
 
 static void test_shipped_default_loads(void **state)
@@ -1164,10 +1955,21 @@ static void test_shipped_audit_is_dry_run(void **state)
     assert_int_equal(policy_rule_mode(&p, &p.orphan_services.common), MODE_DRY_RUN);
     assert_int_equal(policy_rule_mode(&p, &p.system_gc.common), MODE_DRY_RUN);
 
+    /* The restart rules are on in dry-run too. */
+    assert_int_equal(p.client_restart.common.enabled, 1);
+    assert_int_equal(p.server_restart.common.enabled, 1);
+    assert_int_equal(p.node_ineligible.common.enabled, 1);
+    assert_int_equal(policy_rule_mode(&p, &p.client_restart.common), MODE_DRY_RUN);
+    assert_int_equal(policy_rule_mode(&p, &p.server_restart.common), MODE_DRY_RUN);
+    assert_int_equal(policy_rule_mode(&p, &p.node_ineligible.common), MODE_DRY_RUN);
+
     /* --mode overrides everything, as the file's comment warns. */
     policy_force_mode(&p, MODE_ENFORCE);
     assert_int_equal(policy_rule_mode(&p, &p.orphan_services.common), MODE_ENFORCE);
     assert_int_equal(policy_rule_mode(&p, &p.system_gc.common), MODE_ENFORCE);
+    assert_int_equal(policy_rule_mode(&p, &p.client_restart.common), MODE_ENFORCE);
+    assert_int_equal(policy_rule_mode(&p, &p.server_restart.common), MODE_ENFORCE);
+    assert_int_equal(policy_rule_mode(&p, &p.node_ineligible.common), MODE_ENFORCE);
     policy_free(&p);
 }
 
@@ -1207,6 +2009,17 @@ int main(void)
         POLICY_TEST(test_error_in_included_file),
         POLICY_TEST(test_missing_include),
         POLICY_TEST(test_error_truncated_to_buffer),
+        POLICY_TEST(test_command_load_and_dump),
+        POLICY_TEST(test_command_element_limit),
+        POLICY_TEST(test_servers_load_and_dump),
+        POLICY_TEST(test_exec_without_command_allowed),
+        POLICY_TEST(test_executor_values),
+        POLICY_TEST(test_listen_address_forms),
+        POLICY_TEST(test_coordination_forms),
+        POLICY_TEST(test_coordination_bounds),
+        POLICY_TEST(test_tokens_load_and_dump),
+        POLICY_TEST(test_token_never_in_messages),
+        POLICY_TEST(test_load_error_frees_new_fields),
         POLICY_TEST(test_shipped_default_loads),
         POLICY_TEST(test_shipped_default_equals_builtin),
         POLICY_TEST(test_shipped_default_keeps_env),
