@@ -10,6 +10,9 @@
 
 #include "cli.h"
 #include "coordination.h"
+#include "http_api.h"
+#include "metrics.h"
+#include "telemetry.h"
 #include "node_agent.h"
 #include "execute.h"
 #include "log.h"
@@ -56,6 +59,9 @@ static void sleep_interruptible(long seconds)
         nanosleep(&step, NULL);
 }
 
+static int live_pass(struct controller *c, int read_only, const struct cli_options *opts, int print,
+                     const char *title);
+
 static int resolve_interrupted(struct controller *c)
 {
     char err[1024];
@@ -71,11 +77,30 @@ static int resolve_interrupted(struct controller *c)
     return 0;
 }
 
+/* The metrics and the HTTP listener of `run`; both NULL when the listener is off. */
+struct run_telemetry {
+    struct metrics *metrics;
+    struct http_api *api;
+    int holds_lock;
+    long long last_complete_at;
+};
+
+static struct run_telemetry no_telemetry;
+
+static double monotonic_seconds(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 /* One pass against the live cluster, printed unless quiet. Returns an exit code. */
-static int live_pass(struct controller *c, int read_only, const struct cli_options *opts, int print,
-                     const char *title, size_t *proposed)
+static int live_pass_observed(struct controller *c, int read_only, const struct cli_options *opts, int print,
+                              const char *title, struct run_telemetry *t)
 {
     struct source *src = source_live_new(c->client, c->policy->per_page);
+    double started = monotonic_seconds();
     struct pass_result r;
     char err[1024] = "";
     int rc;
@@ -91,8 +116,21 @@ static int live_pass(struct controller *c, int read_only, const struct cli_optio
         else
             report_pass_text(stdout, &r, c->policy, title);
     }
-    if (proposed != NULL)
-        *proposed = r.proposed;
+    if (t->metrics != NULL)
+        telemetry_record_pass(t->metrics, &r, c->policy, c->journal, c->scope, monotonic_seconds() - started,
+                              t->holds_lock);
+    if (t->api != NULL) {
+        struct http_api_status status = {0};
+
+        if (r.complete)
+            t->last_complete_at = r.now;
+        status.last_pass_finished_at = (long long)time(NULL);
+        status.last_observation_complete = r.complete;
+        status.last_complete_observation_at = t->last_complete_at;
+        status.holds_lock = t->holds_lock;
+        status.scope = c->scope;
+        http_api_update(t->api, &status);
+    }
     pass_result_free(&r);
     source_destroy(src);
     if (rc != 0) {
@@ -101,6 +139,12 @@ static int live_pass(struct controller *c, int read_only, const struct cli_optio
         return EXIT_ERROR;
     }
     return EXIT_OK;
+}
+
+static int live_pass(struct controller *c, int read_only, const struct cli_options *opts, int print,
+                     const char *title)
+{
+    return live_pass_observed(c, read_only, opts, print, title, &no_telemetry);
 }
 
 int cmd_once(const struct cli_options *opts)
@@ -126,7 +170,7 @@ int cmd_once(const struct cli_options *opts)
         goto out;
 
     if (strcmp(c.scope, "node") == 0) {
-        rc = live_pass(&c, 0, opts, 1, "Pass", NULL);
+        rc = live_pass(&c, 0, opts, 1, "Pass");
         if (node_agent_init(&agent, &p, c.journal, why, sizeof(why)) != 0) {
             fprintf(stderr, "nomad-medic: %s\n", why);
             rc = EXIT_ERROR;
@@ -139,22 +183,22 @@ int cmd_once(const struct cli_options *opts)
 
     /* A pass that can only journal dry runs writes nothing to the cluster, not even the lock. */
     if (!policy_may_act(&p, "cluster")) {
-        rc = live_pass(&c, 0, opts, 1, "Pass", NULL);
+        rc = live_pass(&c, 0, opts, 1, "Pass");
         goto out;
     }
     switch (coord_hold(&coord, (long long)time(NULL), why, sizeof(why))) {
     case LOCK_HELD:
-        rc = live_pass(&c, 0, opts, 1, "Pass", NULL);
+        rc = live_pass(&c, 0, opts, 1, "Pass");
         break;
     case LOCK_STANDBY:
         /* Show what would be done, but act on nothing: another instance is in charge. */
         log_warn("main", "standby: %s; this pass acts on nothing", why);
-        rc = live_pass(&c, 1, opts, 1, "Plan (standby: another instance holds the lock)", NULL);
+        rc = live_pass(&c, 1, opts, 1, "Plan (standby: another instance holds the lock)");
         break;
     case LOCK_UNAVAILABLE:
         log_warn("main", "the leadership lock cannot be used (%s); acting alone with restarts off", why);
         c.coordination_problem = why;
-        rc = live_pass(&c, 0, opts, 1, "Pass", NULL);
+        rc = live_pass(&c, 0, opts, 1, "Pass");
         break;
     }
     coord_release(&coord);
@@ -338,6 +382,7 @@ static void wait_as_node_agent(struct node_agent *agent, long seconds)
 int cmd_run(const struct cli_options *opts)
 {
     struct controller c = {.scope = cli_scope(opts)};
+    struct run_telemetry telemetry = {0};
     struct coordination coord;
     struct node_agent agent;
     int node_scope = strcmp(c.scope, "node") == 0;
@@ -358,6 +403,21 @@ int cmd_run(const struct cli_options *opts)
         goto out;
     coord_init(&coord, c.client, &p);
     install_signals();
+    if (p.listener.enabled) {
+        char err[512];
+
+        telemetry.metrics = metrics_new();
+        if (telemetry.metrics == NULL)
+            goto out;
+        telemetry_init(telemetry.metrics);
+        nomad_client_set_observer(c.client, metrics_observe_nomad_request, telemetry.metrics);
+        telemetry.api = http_api_start(&p.listener, p.journal_path, telemetry.metrics, err, sizeof(err));
+        if (telemetry.api == NULL) {
+            fprintf(stderr, "nomad-medic: cannot start the HTTP listener: %s\n", err);
+            goto out;
+        }
+        log_info("main", "HTTP listener on %s: /healthz /readyz /metrics /v1/actions", p.listener.address);
+    }
     log_info("main", "nomad-medic %s started scope=%s mode=%s interval=%lds journal=%s nomad=%s",
              NOMAD_MEDIC_VERSION, c.scope, policy_mode_name(p.mode), p.interval_s, p.journal_path,
              nomad_client_address(c.client));
@@ -384,6 +444,8 @@ int cmd_run(const struct cli_options *opts)
                 coord_release(&coord);
                 nomad_client_free(c.client);
                 c.client = fresh;
+                if (telemetry.metrics != NULL)
+                    nomad_client_set_observer(c.client, metrics_observe_nomad_request, telemetry.metrics);
                 coord_init(&coord, c.client, &p);
             }
         }
@@ -405,7 +467,8 @@ int cmd_run(const struct cli_options *opts)
             coord_release(&coord);
             c.coordination_problem = NULL;
         }
-        if (state != LOCK_STANDBY && live_pass(&c, 0, opts, 0, "Pass", NULL) != EXIT_OK)
+        telemetry.holds_lock = node_scope || state == LOCK_HELD || !policy_may_act(&p, "cluster");
+        if (state != LOCK_STANDBY && live_pass_observed(&c, 0, opts, 0, "Pass", &telemetry) != EXIT_OK)
             log_error("main", "pass failed; retrying after the interval");
         if (stop_requested)
             break;
@@ -422,6 +485,8 @@ int cmd_run(const struct cli_options *opts)
 out:
     if (have_agent)
         node_agent_free(&agent);
+    http_api_stop(telemetry.api);
+    metrics_free(telemetry.metrics);
     nomad_client_free(c.client);
     journal_close(c.journal);
     policy_free(&p);

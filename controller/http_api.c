@@ -1,6 +1,6 @@
 /*
  * The operator-facing HTTP listener on libmicrohttpd. http_api.h lists the
- * routes and their answers.
+ * routes and their responses.
  *
  * libmicrohttpd calls handle_request() several times per request: once
  * when the headers are in, once per chunk of body and once at the end. The
@@ -16,6 +16,7 @@
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -75,7 +76,7 @@ struct request_state {
     int too_large;
 };
 
-/* One request being answered. */
+/* The request being handled. */
 struct call {
     struct http_api *api;
     struct MHD_Connection *conn;
@@ -139,21 +140,20 @@ static enum MHD_Result respond_json(struct call *c, unsigned status, cJSON *json
 {
     char *text = json != NULL ? cJSON_PrintUnformatted(json) : NULL;
     enum MHD_Result ret;
+    char *grown;
     size_t len;
 
     cJSON_Delete(json);
     if (text == NULL)
         return respond_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory while writing the response\n");
-    len = strlen(text);
-    /* A trailing line feed, as the CLI prints. cJSON allocated len + 1 bytes, so grow by one. */
-    {
-        char *grown = realloc(text, len + 2);
 
-        if (grown != NULL) {
-            text = grown;
-            text[len++] = '\n';
-            text[len] = '\0';
-        }
+    /* End with a line feed, as the CLI does. Without memory for it, the body goes out without one. */
+    len = strlen(text);
+    grown = realloc(text, len + 2);
+    if (grown != NULL) {
+        text = grown;
+        text[len++] = '\n';
+        text[len] = '\0';
     }
     ret = respond(c, status, "application/json", text, len, NULL, NULL);
     free(text);
@@ -268,7 +268,7 @@ static enum auth_result authenticate(struct call *c)
     return AUTH_OK;
 }
 
-/* Answer a failed authentication with 401 or 403, and audit it. */
+/* Respond to a failed authentication with 401 or 403, and audit it. */
 static enum MHD_Result refuse_auth(struct call *c, enum auth_result auth)
 {
     switch (auth) {
@@ -336,7 +336,7 @@ static enum MHD_Result handle_readyz(struct call *c)
     if (!st.holds_lock)
         return respond_text(c, MHD_HTTP_SERVICE_UNAVAILABLE,
                             "not ready: another nomad-medic instance holds the leadership lock, so this one "
-                            "stands by\n");
+                            "is on standby\n");
     if (st.last_pass_finished_at <= 0)
         return respond_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "not ready: no pass finished yet\n");
     if (!st.last_observation_complete)
@@ -651,6 +651,16 @@ static enum MHD_Result refuse_too_large(struct call *c)
     return respond_error(c, MHD_HTTP_CONTENT_TOO_LARGE, message, NULL, NULL);
 }
 
+/* 1 when text contains a control character (a decoded %0A, for example), which must not reach a log line. */
+static int has_control_char(const char *text)
+{
+    for (; *text != '\0'; text++) {
+        if ((unsigned char)*text < 0x20 || *text == 0x7f)
+            return 1;
+    }
+    return 0;
+}
+
 static enum MHD_Result handle_request(void *cls, struct MHD_Connection *conn, const char *url,
                                       const char *method, const char *version, const char *upload_data,
                                       size_t *upload_data_size, void **req_cls)
@@ -665,6 +675,12 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *conn, co
         if (rs == NULL)
             return MHD_NO;
         *req_cls = rs;
+        if (has_control_char(url) || has_control_char(method)) {
+            c.path = "(path with control characters)";
+            c.method = "(invalid)";
+            client_address(conn, c.remote, sizeof(c.remote));
+            return respond_text(&c, MHD_HTTP_BAD_REQUEST, "the request line contains control characters\n");
+        }
         if (content_length(conn) > HTTP_API_MAX_BODY) {
             client_address(conn, c.remote, sizeof(c.remote));
             return refuse_too_large(&c);
@@ -870,7 +886,7 @@ struct http_api *http_api_start(const struct policy_listener *cfg, const char *j
     socklen_t salen = 0;
     sigset_t all, old;
     int locks = 0;
-    int fd = -1;
+    int fd = -1, daemon_fd;
 
     if (resolve_address(cfg->address, &sa, &salen, err, errsz) != 0)
         return NULL;
@@ -896,6 +912,18 @@ struct http_api *http_api_start(const struct policy_listener *cfg, const char *j
     fd = open_listener(cfg->address, &sa, salen, &api->port, err, errsz);
     if (fd < 0)
         goto fail;
+    /*
+     * libmicrohttpd gets a duplicate: it closes the socket it was given on
+     * stop, but whether it does so when it fails to start is undocumented
+     * (0.9.75 leaves it open when it rejects an option). This function
+     * closes only its own descriptor, so a failed start can at worst leak
+     * the duplicate, never close a descriptor twice.
+     */
+    daemon_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (daemon_fd < 0) {
+        set_err(err, errsz, "listener %s: cannot duplicate the socket: %s", cfg->address, strerror(errno));
+        goto fail;
+    }
 
     /*
      * The worker threads inherit this thread's signal mask. Blocking every
@@ -910,7 +938,7 @@ struct http_api *http_api_start(const struct policy_listener *cfg, const char *j
         0, NULL, NULL, handle_request, api,
         /* The logger goes first, so that libmicrohttpd reports problems with the other options through it. */
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-        MHD_OPTION_LISTEN_SOCKET, fd,
+        MHD_OPTION_LISTEN_SOCKET, daemon_fd,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)THREAD_POOL_SIZE,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)CONNECTION_LIMIT,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)CONNECTION_TIMEOUT_S,
@@ -921,7 +949,8 @@ struct http_api *http_api_start(const struct policy_listener *cfg, const char *j
         set_err(err, errsz, "listener %s: libmicrohttpd could not start; the log has its reason", cfg->address);
         goto fail;
     }
-    fd = -1;    /* the daemon owns it now and closes it on stop */
+    close(fd);
+    fd = -1;
 
     if (!is_loopback(&sa))
         log_warn(COMPONENT, "listener address=%s is not a loopback address: other hosts can reach the "

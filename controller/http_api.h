@@ -21,7 +21,7 @@
  * is 403; with no tokens configured every /v1/ request is 403. Then an
  * unknown action is 404, a decision on a row that is not pending or has
  * expired is 409 with the journal's message, and an invalid query is 400.
- * Errors under /v1/ are JSON objects {"error": "..."}; the probes answer
+ * Errors under /v1/ are JSON objects {"error": "..."}, and the probes send
  * plain text.
  *
  * Every approval and rejection, and every refused /v1/ request, is written
@@ -49,7 +49,7 @@
 /* Largest request body accepted, in bytes. */
 #define HTTP_API_MAX_BODY (64 * 1024)
 
-/* What the main loop tells the listener after each pass. */
+/* The state the main loop passes to http_api_update() after each pass. */
 struct http_api_status {
     long long last_pass_finished_at;        /* Unix seconds; 0 before the first pass */
     int last_observation_complete;          /* 1 when every read of that pass succeeded */
@@ -66,8 +66,9 @@ struct http_api;
  * from cfg, so the caller may free cfg afterwards. journal_path is opened
  * (and created or migrated, like journal_open() does) for the approval API.
  * m may be NULL, and /metrics is then 404; otherwise m must outlive the API.
- * Returns NULL with err filled when the address is invalid, the port cannot
- * be bound, or the journal cannot be opened.
+ * cfg->enabled is not read: the caller starts the API only when the
+ * listener is enabled. Returns NULL with err filled when the address is
+ * invalid, the port cannot be bound, or the journal cannot be opened.
  */
 struct http_api *http_api_start(const struct policy_listener *cfg, const char *journal_path,
                                 struct metrics *m, char *err, size_t errsz);

@@ -87,7 +87,7 @@ int metrics_valid_label_name(const char *name);
 
 /*
  * Write the endpoint template of a Nomad API path into out: the query string
- * is dropped and every ID or name is replaced, so a label never holds one.
+ * is dropped and every ID or name is replaced, so a label never contains one.
  *   /v1/allocation/5f1c...?namespace=web     -> /v1/allocation/:id
  *   /v1/service/web/_nomad-task-...          -> /v1/service/:name/:id
  *   /v1/node/8a2b.../allocations             -> /v1/node/:id/allocations

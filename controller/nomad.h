@@ -153,9 +153,10 @@ int nomad_get_many(struct nomad_client *client, const char *const *paths, size_t
 
 /*
  * A request observer, for metrics. It is called once per attempt that was
- * sent (so a GET retried twice calls it three times), after the attempt's
- * outcome is known and before any backoff sleep, from the thread that made
- * the request: nomad_request(), nomad_get() and nomad_get_many() alike.
+ * sent, so a GET retried twice calls it three times. The call comes after
+ * the attempt's outcome is known and before any backoff sleep, from the
+ * thread that made the request, in nomad_request(), nomad_get() and
+ * nomad_get_many() alike.
  * method is "GET", "PUT", "POST" or "DELETE"; path is the caller's path,
  * query string included (the region= the client appends is not); status
  * is the HTTP status, 0 when no response arrived; result classifies the

@@ -299,10 +299,10 @@ static int get_string(const cJSON *object, const char *name, char **dst)
 
 /*
  * Fill out from a variable in JSON (read, write, conflict and lock responses),
- * leaving out->query_index alone. what names the request for messages.
+ * leaving out->query_index alone. request_line names the request for messages.
  * Returns 0, or -1 with err set and out's new fields freed.
  */
-static int parse_var(const char *body, struct nomad_var *out, const char *what, char *err, size_t errsz)
+static int parse_var(const char *body, struct nomad_var *out, const char *request_line, char *err, size_t errsz)
 {
     cJSON *root = cJSON_Parse(body);
     cJSON *items;
@@ -312,7 +312,7 @@ static int parse_var(const char *body, struct nomad_var *out, const char *what, 
     const char *bad_field = NULL;
 
     if (!cJSON_IsObject(root)) {
-        set_err(err, errsz, "%s: response is not a JSON object: check that the address points at a Nomad server", what);
+        set_err(err, errsz, "%s: response is not a JSON object: check that the address points at a Nomad server", request_line);
         cJSON_Delete(root);
         return -1;
     }
@@ -367,22 +367,37 @@ static int parse_var(const char *body, struct nomad_var *out, const char *what, 
     return 0;
 
 bad:
-    set_err(err, errsz, "%s: response field %s has an unexpected type or value (or memory ran out)", what, bad_field);
+    set_err(err, errsz, "%s: response field %s has an unexpected type or value (or memory ran out)", request_line, bad_field);
     cJSON_Delete(root);
     nomad_var_free(out);
     return -1;
 }
 
-/* Map a response onto a result; see the file comment. */
-static enum nomad_var_result classify(const struct nomad_response *resp)
+static int body_contains(const struct nomad_response *resp, const char *text)
+{
+    return resp->body != NULL && strstr(resp->body, text) != NULL;
+}
+
+/*
+ * Map a response onto a result; see the file comment. Lock renew and release
+ * (lock_update) also map two plain-text errors of Nomad's state store, sent
+ * with status 404 or 500 instead of 409: "variable doesn't exist" is
+ * VAR_NOT_FOUND, and "variable doesn't hold a lock" is VAR_CONFLICT because
+ * the caller's lock is gone.
+ */
+static enum nomad_var_result classify(const struct nomad_response *resp, int lock_update)
 {
     if (resp->result == NOMAD_OK)
         return VAR_OK;
     if (resp->result != NOMAD_ERR_STATUS)
         return VAR_ERR;
-    if (resp->status == 404 && resp->body != NULL && strstr(resp->body, "variable not found") != NULL)
+    if (resp->status == 404 && body_contains(resp, "variable not found"))
         return VAR_NOT_FOUND;
     if (resp->status == 409)
+        return VAR_CONFLICT;
+    if (lock_update && body_contains(resp, "variable doesn't exist"))
+        return VAR_NOT_FOUND;
+    if (lock_update && body_contains(resp, "variable doesn't hold a lock"))
         return VAR_CONFLICT;
     return VAR_ERR;
 }
@@ -400,38 +415,38 @@ static void describe_request(char *buf, size_t size, const char *method, const s
  * On VAR_OK and VAR_CONFLICT, a non-empty body is parsed into out. A
  * conflict whose body is not a variable (Nomad's plain-text "cas error")
  * leaves out->path NULL and copies the client's error line into detail.
- * On VAR_ERR, err holds the reason.
+ * On VAR_ERR, err contains the reason.
  */
 static enum nomad_var_result send_write(struct nomad_client *client, const char *method, const struct url *u,
-                                        const cJSON *body, struct nomad_var *out, char *detail,
+                                        const cJSON *body, int lock_update, struct nomad_var *out, char *detail,
                                         size_t detail_size, char *err, size_t errsz)
 {
-    char what[URL_MAX + 16];
+    char request_line[URL_MAX + 16];
     char *text = NULL;
     struct nomad_response resp;
     enum nomad_var_result rc;
 
-    describe_request(what, sizeof(what), method, u);
+    describe_request(request_line, sizeof(request_line), method, u);
     if (body != NULL) {
         text = cJSON_PrintUnformatted(body);
         if (text == NULL) {
-            set_err(err, errsz, "%s: cannot encode the request body: out of memory", what);
+            set_err(err, errsz, "%s: cannot encode the request body: out of memory", request_line);
             return VAR_ERR;
         }
     }
     nomad_request(client, method, u->text, text, &resp);
     free(text);
-    rc = classify(&resp);
+    rc = classify(&resp, lock_update);
     snprintf(detail, detail_size, "%s", resp.error);
     switch (rc) {
     case VAR_OK:
-        if (resp.body != NULL && resp.body[0] != '\0' && parse_var(resp.body, out, what, err, errsz) != 0)
+        if (resp.body != NULL && resp.body[0] != '\0' && parse_var(resp.body, out, request_line, err, errsz) != 0)
             rc = VAR_ERR;
         break;
     case VAR_CONFLICT:
-        /* A plain-text body is still a conflict, and out then stays empty. */
-        if (resp.body != NULL && parse_var(resp.body, out, what, NULL, 0) != 0)
-            out->path = NULL;
+        /* A plain-text body is still a conflict: parse_var() fails and leaves out empty. */
+        if (resp.body != NULL)
+            (void)parse_var(resp.body, out, request_line, NULL, 0);
         break;
     case VAR_NOT_FOUND:
         break;
@@ -486,7 +501,7 @@ enum nomad_var_result nomad_var_read(struct nomad_client *client, const char *ns
 {
     struct url u;
     struct nomad_response resp;
-    char what[URL_MAX + 16];
+    char request_line[URL_MAX + 16];
     enum nomad_var_result rc;
 
     begin(out, err, errsz);
@@ -500,12 +515,12 @@ enum nomad_var_result nomad_var_read(struct nomad_client *client, const char *ns
     if (finish_url(&u, err, errsz) != 0)
         return VAR_ERR;
 
-    describe_request(what, sizeof(what), "GET", &u);
+    describe_request(request_line, sizeof(request_line), "GET", &u);
     nomad_get(client, u.text, &resp);
-    rc = classify(&resp);
+    rc = classify(&resp, 0);
     switch (rc) {
     case VAR_OK:
-        if (parse_var(resp.body, out, what, err, errsz) != 0)
+        if (parse_var(resp.body, out, request_line, err, errsz) != 0)
             rc = VAR_ERR;
         break;
     case VAR_NOT_FOUND:
@@ -522,32 +537,39 @@ enum nomad_var_result nomad_var_read(struct nomad_client *client, const char *ns
     return rc;
 }
 
-/* Describe a check-and-set conflict on a write or delete; current came from the server. */
+/*
+ * Describe a conflict on a write or delete; current came from the server.
+ * Nomad sends a variable with zero indexes when the variable does not exist
+ * or when a lock holds it and the request carried no lock ID.
+ */
 static void cas_conflict_message(const char *verb, const char *ns, const char *path, long long cas,
                                  const struct nomad_var *current, const char *detail, char *err, size_t errsz)
 {
     char quote[QUOTE_MAX + 4];
+    unsigned long long current_index = (unsigned long long)current->modify_index;
 
     ns = namespace_or_default(ns);
     quoted(path, quote);
-    if (current->path == NULL || cas < 0)
+    if (current->path == NULL)
         set_err(err, errsz,
                 "%s of variable \"%s\" in namespace \"%s\" conflicted (%s): read the variable again and retry with its ModifyIndex",
                 verb, quote, ns, detail);
-    else if (current->modify_index == 0)
+    else if (current_index == 0 && cas < 0)
         set_err(err, errsz,
-                "%s of variable \"%s\" in namespace \"%s\" with cas=%lld did not apply because the variable does not exist",
+                "%s of variable \"%s\" in namespace \"%s\" conflicted because a lock holds the variable: retry after the lock is released",
+                verb, quote, ns);
+    else if (current_index == 0)
+        set_err(err, errsz,
+                "%s of variable \"%s\" in namespace \"%s\" with cas=%lld did not apply because the variable does not exist or a lock holds it",
                 verb, quote, ns, cas);
     else if (cas == 0)
         set_err(err, errsz,
                 "%s of variable \"%s\" in namespace \"%s\" with cas=0 did not apply because the variable exists with ModifyIndex %llu: use cas=%llu to %s it",
-                verb, quote, ns, (unsigned long long)current->modify_index,
-                (unsigned long long)current->modify_index, verb);
+                verb, quote, ns, current_index, current_index, verb);
     else
         set_err(err, errsz,
                 "%s of variable \"%s\" in namespace \"%s\" with cas=%lld did not apply because its ModifyIndex is now %llu: read it again and retry with cas=%llu",
-                verb, quote, ns, cas, (unsigned long long)current->modify_index,
-                (unsigned long long)current->modify_index);
+                verb, quote, ns, cas, current_index, current_index);
 }
 
 static int check_cas(long long cas, char *err, size_t errsz)
@@ -605,7 +627,7 @@ enum nomad_var_result nomad_var_write(struct nomad_client *client, const char *n
         return VAR_ERR;
     }
 
-    rc = send_write(client, "PUT", &u, body, out, detail, sizeof(detail), err, errsz);
+    rc = send_write(client, "PUT", &u, body, 0, out, detail, sizeof(detail), err, errsz);
     cJSON_Delete(body);
     if (rc == VAR_OK && out->path == NULL) {
         set_err(err, errsz, "PUT /v1/var/%s: the response contains no variable: check that the address points at a Nomad server",
@@ -636,7 +658,7 @@ enum nomad_var_result nomad_var_delete(struct nomad_client *client, const char *
     if (finish_url(&u, err, errsz) != 0)
         return VAR_ERR;
 
-    rc = send_write(client, "DELETE", &u, NULL, &current, detail, sizeof(detail), err, errsz);
+    rc = send_write(client, "DELETE", &u, NULL, 0, &current, detail, sizeof(detail), err, errsz);
     if (rc == VAR_CONFLICT)
         cas_conflict_message("delete", ns, path, cas, &current, detail, err, errsz);
     nomad_var_free(&current);
@@ -842,7 +864,7 @@ enum nomad_var_result nomad_var_lock_acquire(struct nomad_client *client, const 
     if (cJSON_AddStringToObject(lock, "LockDelay", duration) == NULL)
         goto no_memory;
 
-    rc = send_write(client, "PUT", &u, body, out, detail, sizeof(detail), err, errsz);
+    rc = send_write(client, "PUT", &u, body, 0, out, detail, sizeof(detail), err, errsz);
     if (rc == VAR_OK && out->lock_id == NULL) {
         set_err(err, errsz, "PUT /v1/var/%s?lock-acquire: the response names no lock ID: check that the server is Nomad 1.7 or later",
                 quoted(path, quote));
@@ -886,7 +908,7 @@ static enum nomad_var_result lock_update(struct nomad_client *client, const char
         set_err(err, errsz, "cannot build the %s request body for variable \"%s\": out of memory", query, path);
         return VAR_ERR;
     }
-    rc = send_write(client, "PUT", &u, body, &returned, detail, sizeof(detail), err, errsz);
+    rc = send_write(client, "PUT", &u, body, 1, &returned, detail, sizeof(detail), err, errsz);
     cJSON_Delete(body);
     nomad_var_free(&returned);
     return rc;

@@ -109,11 +109,13 @@ enum nomad_var_result nomad_var_read(struct nomad_client *client, const char *ns
  * exists), > 0 writes only while the variable's ModifyIndex equals cas.
  *
  * Returns VAR_OK with *out holding the written variable. Returns VAR_CONFLICT
- * with *out holding the current variable as the server sent it (retry with
- * cas = out->modify_index; a check-and-set on a missing variable returns a
- * variable with modify_index 0 and no items). When the server explains a
- * conflict in plain text instead of sending the variable, out->path is NULL
- * and the caller reads the variable again. VAR_ERR for anything else.
+ * with *out holding the current variable as the server sent it, so the
+ * caller can retry with cas = out->modify_index. The server sends a variable
+ * with modify_index 0 and no items when a check-and-set finds no variable,
+ * and also when a lock holds the variable (with or without cas). When the
+ * server explains a conflict in plain text instead of sending the variable,
+ * out->path is NULL and the caller reads the variable again. VAR_ERR for
+ * anything else.
  */
 enum nomad_var_result nomad_var_write(struct nomad_client *client, const char *ns,
                                       const char *path, const cJSON *items, long long cas,
@@ -127,9 +129,9 @@ enum nomad_var_result nomad_var_write(struct nomad_client *client, const char *n
  * variable does not exist.
  *
  * Returns VAR_OK on 2xx (Nomad returns 204, also for a variable that did not
- * exist when no cas is given), VAR_CONFLICT on 409 (a check-and-set on a
- * missing variable conflicts too), VAR_NOT_FOUND on 404 "variable not found",
- * else VAR_ERR.
+ * exist when no cas is given). Returns VAR_CONFLICT on 409: a cas mismatch, a
+ * check-and-set on a missing variable, or a variable that a lock holds.
+ * Returns VAR_NOT_FOUND on 404 "variable not found", else VAR_ERR.
  */
 enum nomad_var_result nomad_var_delete(struct nomad_client *client, const char *ns,
                                        const char *path, long long cas,
@@ -184,8 +186,9 @@ enum nomad_var_result nomad_var_lock_acquire(struct nomad_client *client, const 
  *
  * Returns VAR_OK, or VAR_CONFLICT when the lock was lost because it expired,
  * was released or was taken by another holder. After a conflict the caller
- * must stop the work the lock protects. Returns VAR_NOT_FOUND on 404
- * "variable not found", else VAR_ERR.
+ * must stop the work the lock protects. Returns VAR_NOT_FOUND when the
+ * variable is gone (404 "variable not found", or Nomad's "variable doesn't
+ * exist"), else VAR_ERR.
  */
 enum nomad_var_result nomad_var_lock_renew(struct nomad_client *client, const char *ns,
                                            const char *path, const char *lock_id,
@@ -197,8 +200,10 @@ enum nomad_var_result nomad_var_lock_renew(struct nomad_client *client, const ch
  * items stay.
  *
  * Returns VAR_OK, or VAR_CONFLICT when lock_id does not hold the lock because
- * it expired, was released already or another holder has it. Returns
- * VAR_NOT_FOUND on 404 "variable not found", else VAR_ERR.
+ * it expired, was released already or another holder has it. Nomad reports
+ * the first two as status 500 "variable doesn't hold a lock", which maps to
+ * VAR_CONFLICT too. Returns VAR_NOT_FOUND when the variable is gone (404
+ * "variable not found", or Nomad's "variable doesn't exist"), else VAR_ERR.
  */
 enum nomad_var_result nomad_var_lock_release(struct nomad_client *client, const char *ns,
                                              const char *path, const char *lock_id,

@@ -7,6 +7,7 @@ packages=(
   libcurl4-openssl-dev libcjson-dev libconfig-dev libsqlite3-dev libarchive-dev
   libcmocka-dev python3 sqlite3 libssl-dev
   containernetworking-plugins iptables nftables iproute2
+  libmicrohttpd-dev prometheus
 )
 
 run_as_root() {

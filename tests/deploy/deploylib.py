@@ -68,7 +68,7 @@ TEMPLATE_ENV = {
 
 
 class SetupError(Exception):
-    """A tool or input the tests need is missing; the message says how to provide it."""
+    """A tool or input the tests need is missing; the message names how to provide it."""
 
 
 # ---------------------------------------------------------------------------
@@ -156,13 +156,15 @@ def render_template(data, env=None):
 
 
 def load_config_with_binary(config_path, workdir):
-    """Run `nomad-medic plan` offline with config_path, which makes the binary load and check it.
+    """Run `nomad-medic plan --json` offline with config_path, which makes the binary load and check it.
 
     The plan reads the shipped capture, so nothing is sent anywhere. Returns the
-    CompletedProcess; a configuration the binary rejects exits 1 with
-    "FILE:LINE: problem" on stderr.
+    CompletedProcess. A configuration the binary accepts yields a JSON plan on
+    stdout, whatever the exit status (a capture older than the binary makes the
+    observation incomplete, and plan then exits 1). A rejected one prints no
+    plan, exits 1 and names "FILE:LINE: problem" on stderr.
     """
-    argv = [medic_binary(), "plan", "--from-capture", CAPTURE, "--config", config_path,
+    argv = [medic_binary(), "plan", "--json", "--from-capture", CAPTURE, "--config", config_path,
             "--db", os.path.join(workdir, "journal.db")]
     return run(argv, timeout=120)
 
@@ -308,7 +310,7 @@ def setting_paths(group, prefix=""):
 
 
 def defaults():
-    """policies/default.conf, which holds the same values as the binary's built-in policy."""
+    """policies/default.conf, which contains the same values as the binary's built-in policy."""
     return read_libconfig(DEFAULT_CONF)
 
 
@@ -349,6 +351,10 @@ def _convert(block, table, where):
     """Map the keys of one decoded block through table {hcl_name: (api_name, conversion)}."""
     out = {}
     for name, value in block.items():
+        if value == [] or value == {}:
+            # hcldec reports an absent repeatable block as an empty list or map;
+            # Nomad's JSON leaves such blocks out.
+            continue
         if name not in table:
             raise ValueError("%s.%s has no JSON mapping; add it to job_to_api() in deploylib.py"
                              % (where, name))
@@ -476,8 +482,8 @@ def job_to_api(decoded):
     """Convert hcldec's output for one job file to {"Job": {...}}, the body POST /v1/jobs accepts.
 
     Durations become integer nanoseconds and names become the API's PascalCase,
-    as `nomad job run -output` writes them; keys the file does not set are left
-    out, so Nomad applies its defaults as it does for the HCL file.
+    as `nomad job run -output` writes them. Keys the file does not set are left
+    out, so Nomad applies the same defaults as for the HCL file.
     """
     jobs = decoded.get("job", {})
     if len(jobs) != 1:

@@ -8,9 +8,9 @@
 // template's env function reads. Only the functions the shipped job files use
 // are provided, with consul-template's semantics:
 //
-//	env NAME        the variable's value; a name missing from ENV.json is an
-//	                error here (consul-template would return ""), so a typo
-//	                in a job file fails the test instead of rendering "".
+//	env NAME        the variable's value. A name missing from ENV.json is an
+//	                error here, where consul-template would return "", so a
+//	                typo in a job file fails the test.
 //	split SEP TEXT  TEXT with surrounding white space removed, split at SEP;
 //	                an empty TEXT gives an empty list.
 //

@@ -4,13 +4,13 @@
 It serves the read and write endpoints nomad-medic uses with the wire
 behaviour of a Nomad 1.x/2.x server: PascalCase JSON bodies, plain-text
 errors, Go-canonical X-Nomad-* headers, blocking queries, pagination,
-namespaces, ACL tokens and gzip. It also plays the server side of variables
-and variable locks, a set of servers whose health and leadership change over
-time, and host agents that come back after a recorded restart. State comes
-from a scenario (JSON) and can be changed, inspected and broken through a
-control API under /_test/; a scenario timeline can change it by time or by
-logical tick. See README.md next to this file for the scenario format, the
-control API and the fault rules.
+namespaces, ACL tokens and gzip. It also serves variables and variable locks.
+A scenario may list servers whose health and leadership change over time, and
+host agents come back after a recorded restart. State comes from a scenario
+(JSON) and can be changed, inspected and broken through a control API under
+/_test/. A scenario timeline changes it by time or by logical tick. See
+README.md next to this file for the scenario format, the control API and the
+fault rules.
 
 Usage:
     python3 fake_nomad.py --port-file FILE [--port 0]
@@ -68,9 +68,9 @@ DEFAULT_LEADER = "127.0.0.1:4647"
 DEFAULT_SERVER_ID = "5f5a3b8e-64c2-9d1e-7a40-0c3b2f9d1e11"
 DEFAULT_VERSION = "1.10.5"
 
-# Variables and locks, from Nomad's nomad/structs/variables.go: path syntax,
-# the 64 KiB limit on the summed length of item keys and values, and the lock
-# defaults and TTL range.
+# Variables and locks, from nomad/structs/variables.go in Nomad's source (main,
+# 2.0.6-dev): path syntax, the 64 KiB limit on the summed length of item keys
+# and values, and the lock defaults and TTL range.
 VARIABLE_PATH = re.compile(r"[a-zA-Z0-9\-_~/]{1,128}")
 MAX_VARIABLE_SIZE = 65536
 DEFAULT_LOCK_TTL_S = 15.0
@@ -1168,7 +1168,10 @@ def lock_problems(lock, min_ttl_s):
 
 
 def fill_variable(raw, position, load_ns, min_ttl_s):
-    """Return (variable, lock settings or None) from a scenario entry; raises ScenarioError."""
+    """Return (variable, lock settings or None) from a scenario entry; raises ScenarioError.
+
+    Items may be empty, as they are for a variable that lock-acquire created.
+    """
     where = "scenario variables[%d]" % position
     if not isinstance(raw, dict):
         raise ScenarioError("%s must be an object" % where)
@@ -1197,9 +1200,6 @@ def fill_variable(raw, position, load_ns, min_ttl_s):
         problems = lock_problems(lock, min_ttl_s)
         if problems:
             raise ScenarioError("%s.Lock: %s" % (where, "; ".join(problems)))
-    if not items and lock is None:
-        raise ScenarioError("%s.Items must not be empty (only a lock variable may have no items)"
-                            % where)
     if items_size(items) > MAX_VARIABLE_SIZE:
         raise ScenarioError("%s.Items exceed %d bytes" % (where, MAX_VARIABLE_SIZE))
     create_ns = relative_time(raw.get("CreateTime"), load_ns)
@@ -2233,7 +2233,10 @@ class ClusterState:
             self.bump("evals")
         elif kind == "set_leader":
             if self.servers is None and "name" not in op:
+                previous = self.leader
                 self.leader = op["leader"]
+                if self.leader and self.leader != previous:
+                    self.restart_lock_timers()
             else:
                 self.mark_leader(op)
             self.generation += 1
@@ -2875,7 +2878,7 @@ class NomadApi:
     # -- variables and locks ------------------------------------------------------
     # Status codes, bodies and headers follow Nomad's command/agent/variable_endpoint.go
     # and nomad/variables_endpoint.go. Every write that reaches Nomad's Raft
-    # log bumps the index, including CAS and lock conflicts; only writes that
+    # log bumps the index, CAS and lock conflicts included. Only writes that
     # change a variable move the variables table index and wake its readers.
 
     def vars_list(self, call, rest):
@@ -2918,7 +2921,7 @@ class NomadApi:
             return self.variable_lock_release(call, path)
         if call.method == "DELETE":
             return self.variable_delete(call, path)
-        # Nomad answers 400, not 405, for any other method on /v1/var/.
+        # Nomad returns 400, not 405, for any other method on /v1/var/.
         raise HttpError(400, ERR_INVALID_METHOD)
 
     def variable_read(self, call, path):
@@ -3257,8 +3260,8 @@ class Handler(BaseHTTPRequestHandler):
         path = urllib.parse.unquote(split.path)
         params = urllib.parse.parse_qs(split.query, keep_blank_values=True)
         headers = {name.lower(): value for name, value in self.headers.items()}
-        # Due timeline entries, recoveries and lock expiry apply before any request
-        # is answered, even if the scheduler thread has not woken up yet.
+        # Due timeline entries, recoveries and lock expiry apply before the reply
+        # is built, even if the scheduler thread has not woken up yet.
         self.server.state.run_due()
         if path.startswith("/_test/"):
             reply = self.control(path, body)

@@ -4,7 +4,7 @@
 It appends one JSON line to the log file, optionally sleeps, reports the
 restart to fake_nomad.py with POST /_test/restarted, and exits with the
 requested status. The log line is written before the sleep, so a test that
-kills a slow run still sees that the command started.
+kills a slow run can still check that the command started.
 
 Usage:
     restart_recorder.py --server http://127.0.0.1:PORT --log FILE

@@ -415,7 +415,7 @@ def hung_client(now_s=None):
     """Three healthy servers (server-1 leads), four ready clients and one hung client.
 
     client-5 has been down for two minutes while its host heartbeat is fresh
-    and says the agent is unhealthy, so restarting that agent is the fix.
+    and reports the agent unhealthy, so restarting that agent is the fix.
     """
     now_s = time.time() if now_s is None else now_s
     builder = ScenarioBuilder("hung_client")
@@ -429,8 +429,8 @@ def hung_client(now_s=None):
 def power_loss(now_s=None):
     """The site lost power and the hosts are back, but Nomad is not.
 
-    server-1's agent answers the API but sees server-2 and server-3 failed,
-    so there is no quorum and no leader. All six clients are down while their
+    server-1's agent serves the API, but its gossip view shows server-2 and
+    server-3 failed, so there is no quorum and no leader. All six clients are down while their
     hosts heartbeat fresh with the agent unhealthy. Restarting server-2 or
     server-3 restores a quorum and fake_nomad then elects server-1;
     restarting the clients brings them back.

@@ -7,6 +7,7 @@ import gzip
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -763,6 +764,1111 @@ class MutateTest(ServerTestCase):
         after = SERVER.state()
         self.assertEqual(after["index"], before["index"])
         self.assertEqual(len(after["allocations"]), len(before["allocations"]))
+
+
+def wait_until(predicate, timeout=5.0, interval=0.05):
+    """Poll predicate until it returns a true value or timeout seconds pass; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def variables_scenario(**settings):
+    """two_namespaces plus four variables (three in default, one in prod) and settings."""
+    scenario = scenarios.two_namespaces()
+    scenario["variables"] = [
+        {"Namespace": "default", "Path": "app/one", "Items": {"user": "me", "password": "x1"}},
+        {"Namespace": "default", "Path": "app/two", "Items": {"k": "v"}},
+        {"Namespace": "default", "Path": "other/x", "Items": {"k": "v"}},
+        {"Namespace": "prod", "Path": "app/one", "Items": {"user": "prod-user"}},
+    ]
+    scenario.update(settings)
+    return scenario
+
+
+def put_json(path, body, **headers):
+    return SERVER.request("PUT", path, body=json.dumps(body), headers=headers)
+
+
+class VariableTest(ServerTestCase):
+    scenario_builder = staticmethod(variables_scenario)
+
+    def read(self, path):
+        reply = self.get("/v1/var/%s" % path)
+        self.assertEqual(reply.status, 200, reply.body)
+        return reply.json()
+
+    def test_list_prefix_metadata_only(self):
+        reply = self.get("/v1/vars?prefix=app/")
+        self.assertEqual(reply.status, 200)
+        body = reply.json()
+        self.assertEqual([v["Path"] for v in body], ["app/one", "app/two"])
+        self.assertEqual({v["Namespace"] for v in body}, {"default"})
+        self.assertNotIn("Items", body[0])
+        self.assertEqual(sorted(body[0]), ["CreateIndex", "CreateTime", "ModifyIndex",
+                                           "ModifyTime", "Namespace", "Path"])
+        self.assertEqual(reply.headers["X-Nomad-Index"],
+                         str(SERVER.state()["table_index"]["vars"]))
+        self.assertEqual(reply.headers["X-Nomad-Knownleader"], "true")
+
+    def test_list_wildcard_namespace(self):
+        body = self.get_json("/v1/vars?namespace=*")
+        self.assertEqual([(v["Namespace"], v["Path"]) for v in body],
+                         [("default", "app/one"), ("default", "app/two"),
+                          ("default", "other/x"), ("prod", "app/one")])
+
+    def test_list_pagination(self):
+        items, tokens = self.follow_pages("/v1/vars", 1, namespace="*")
+        self.assertEqual(len(items), 4)
+        self.assertEqual(tokens, ["default.app/two", "default.other/x", "prod.app/one"])
+
+    def test_list_empty_array(self):
+        self.assertEqual(self.get_json("/v1/vars?prefix=none/"), [])
+
+    def test_read_full_variable(self):
+        reply = self.get("/v1/var/app/one?namespace=prod")
+        self.assertEqual(reply.status, 200)
+        body = reply.json()
+        self.assertEqual(body["Items"], {"user": "prod-user"})
+        self.assertEqual(body["Namespace"], "prod")
+        self.assertNotIn("Lock", body)
+        self.assertEqual(reply.headers["X-Nomad-Index"], str(body["ModifyIndex"]))
+        self.assertGreater(body["CreateTime"], 10**18)
+
+    def test_read_missing_404(self):
+        reply = self.get("/v1/var/app/none")
+        self.assertEqual(reply.status, 404)
+        self.assertEqual(reply.text(), "variable not found")
+        self.assertIn("X-Nomad-Index", reply.headers)
+
+    def test_create_with_cas_zero(self):
+        reply = put_json("/v1/var/app/new?cas=0", {"Items": {"a": "1"}})
+        self.assertEqual(reply.status, 200, reply.body)
+        body = reply.json()
+        self.assertEqual(body["Items"], {"a": "1"})
+        self.assertEqual(body["CreateIndex"], body["ModifyIndex"])
+        self.assertEqual(reply.headers["X-Nomad-Index"], str(body["ModifyIndex"]))
+        self.assertIsNone(reply.headers.get("X-Nomad-Knownleader"))
+        self.assertEqual(self.read("app/new")["Items"], {"a": "1"})
+
+    def test_cas_zero_on_existing_409(self):
+        current = self.read("app/one")
+        reply = put_json("/v1/var/app/one?cas=0", {"Items": {"user": "other"}})
+        self.assertEqual(reply.status, 409)
+        self.assertEqual(reply.json(), current)
+        self.assertEqual(reply.headers["X-Nomad-Index"], str(current["ModifyIndex"]))
+        self.assertEqual(self.read("app/one"), current)
+
+    def test_cas_update_matching_index(self):
+        current = self.read("app/one")
+        reply = put_json("/v1/var/app/one?cas=%d" % current["ModifyIndex"],
+                         {"Items": {"user": "new"}})
+        self.assertEqual(reply.status, 200, reply.body)
+        body = reply.json()
+        self.assertGreater(body["ModifyIndex"], current["ModifyIndex"])
+        self.assertEqual(body["CreateIndex"], current["CreateIndex"])
+        self.assertEqual(body["CreateTime"], current["CreateTime"])
+        self.assertEqual(self.read("app/one")["Items"], {"user": "new"})
+
+    def test_cas_stale_index_409(self):
+        current = self.read("app/one")
+        reply = put_json("/v1/var/app/one?cas=%d" % (current["ModifyIndex"] - 1),
+                         {"Items": {"user": "lost"}})
+        self.assertEqual(reply.status, 409)
+        self.assertEqual(reply.json()["Items"], current["Items"])
+        self.assertEqual(reply.json()["ModifyIndex"], current["ModifyIndex"])
+
+    def test_cas_on_missing_409_zero(self):
+        reply = put_json("/v1/var/app/absent?cas=7", {"Items": {"a": "1"}})
+        self.assertEqual(reply.status, 409)
+        self.assertEqual(reply.json(), {"Namespace": "default", "Path": "app/absent",
+                                        "CreateIndex": 0, "CreateTime": 0,
+                                        "ModifyIndex": 0, "ModifyTime": 0})
+        self.assertEqual(reply.headers["X-Nomad-Index"], "0")
+        self.assertEqual(self.get("/v1/var/app/absent").status, 404)
+
+    def test_conflict_bumps_raft_index_only(self):
+        before = SERVER.state()
+        put_json("/v1/var/app/one?cas=0", {"Items": {"user": "other"}})
+        after = SERVER.state()
+        self.assertEqual(after["index"], before["index"] + 1)
+        self.assertEqual(after["table_index"]["vars"], before["table_index"]["vars"])
+
+    def test_plain_put_overwrites(self):
+        reply = SERVER.request("POST", "/v1/var/app/two", body={"Items": {"k": "v2"}})
+        self.assertEqual(reply.status, 200)
+        self.assertEqual(self.read("app/two")["Items"], {"k": "v2"})
+
+    def test_body_namespace_wins(self):
+        reply = put_json("/v1/var/app/ns?namespace=default",
+                         {"Namespace": "prod", "Items": {"a": "1"}})
+        self.assertEqual(reply.status, 200)
+        self.assertEqual(reply.json()["Namespace"], "prod")
+        self.assertEqual(self.get("/v1/var/app/ns?namespace=prod").status, 200)
+        self.assertEqual(self.get("/v1/var/app/ns").status, 404)
+
+    def test_query_namespace_without_body_namespace(self):
+        reply = put_json("/v1/var/app/q?namespace=prod", {"Items": {"a": "1"}})
+        self.assertEqual(reply.json()["Namespace"], "prod")
+
+    def test_invalid_writes_400(self):
+        cases = [
+            ("/v1/var/app/x", None, "Request body is empty"),
+            ("/v1/var/app/x", {"Items": {}}, "variable missing required Items object"),
+            ("/v1/var/app/x", {"Namespace": "default"}, "variable missing required Items object"),
+            ("/v1/var/app/x", {"Items": {"n": 1}}, "of type string"),
+            ("/v1/var/app/x", {"Items": ["a"]}, "cannot unmarshal array"),
+            ("/v1/var/bad%20path", {"Items": {"a": "b"}}, 'invalid path "bad path"'),
+            ("/v1/var/nomad", {"Items": {"a": "b"}}, "invalid path"),
+            ("/v1/var/app/x?cas=abc", {"Items": {"a": "b"}}, "can not parse cas"),
+            ("/v1/var/app/x", {"Namespace": "*", "Items": {"a": "b"}}, "wildcard"),
+            ("/v1/var/app/x", {"Items": {"a": "b"}, "Lock": {"TTL": "15s"}},
+             "variable should not contain lock definition"),
+            ("/v1/var/app/x", {"Items": {"big": "x" * 65536}},
+             "variables are limited to 64KiB in total size"),
+            ("/v1/var/" + "a" * 129, {"Items": {"a": "b"}}, "invalid path"),
+        ]
+        for path, body, message in cases:
+            with self.subTest(path=path[:40], body=str(body)[:60]):
+                reply = SERVER.request("PUT", path, body=None if body is None else json.dumps(body))
+                self.assertEqual(reply.status, 400)
+                self.assertIn(message, reply.text())
+        self.assertEqual(self.get("/v1/var/app/x").status, 404)
+
+    def test_lowercase_keys_accepted(self):
+        reply = put_json("/v1/var/app/lower", {"items": {"a": "1"}})
+        self.assertEqual(reply.status, 200, reply.body)
+        self.assertEqual(self.read("app/lower")["Items"], {"a": "1"})
+
+    def test_delete_204_empty(self):
+        before = SERVER.state()["index"]
+        status, headers, body = None, None, None
+        connection = http.client.HTTPConnection("127.0.0.1", SERVER.port, timeout=10)
+        try:
+            connection.request("DELETE", "/v1/var/app/two", headers={"Accept-Encoding": "gzip"})
+            response = connection.getresponse()
+            status, headers, body = response.status, dict(response.getheaders()), response.read()
+        finally:
+            connection.close()
+        self.assertEqual(status, 204)
+        self.assertEqual(body, b"")
+        self.assertEqual(headers["X-Nomad-Index"], str(before + 1))
+        self.assertNotIn("Content-Type", headers)
+        self.assertNotIn("Content-Encoding", headers)
+        self.assertEqual(self.get("/v1/var/app/two").status, 404)
+
+    def test_delete_missing_204(self):
+        self.assertEqual(SERVER.request("DELETE", "/v1/var/app/none").status, 204)
+
+    def test_delete_cas_conflict_409(self):
+        current = self.read("app/one")
+        reply = SERVER.request("DELETE", "/v1/var/app/one?cas=%d" % (current["ModifyIndex"] + 5))
+        self.assertEqual(reply.status, 409)
+        self.assertEqual(reply.json(), current)
+        self.assertEqual(self.get("/v1/var/app/one").status, 200)
+
+    def test_delete_cas_matching_204(self):
+        current = self.read("app/one")
+        reply = SERVER.request("DELETE", "/v1/var/app/one?cas=%d" % current["ModifyIndex"])
+        self.assertEqual(reply.status, 204)
+        self.assertEqual(self.get("/v1/var/app/one").status, 404)
+
+    def test_delete_cas_zero_missing_204(self):
+        self.assertEqual(SERVER.request("DELETE", "/v1/var/app/none?cas=0").status, 204)
+
+    def test_delete_cas_on_missing_409(self):
+        reply = SERVER.request("DELETE", "/v1/var/app/none?cas=3")
+        self.assertEqual(reply.status, 409)
+        self.assertEqual(reply.json()["ModifyIndex"], 0)
+
+    def test_write_moves_list_index(self):
+        index = int(self.get("/v1/vars").headers["X-Nomad-Index"])
+        put_json("/v1/var/app/two", {"Items": {"k": "changed"}})
+        self.assertGreater(int(self.get("/v1/vars").headers["X-Nomad-Index"]), index)
+
+    def test_methods(self):
+        self.assertEqual(SERVER.request("PATCH", "/v1/var/app/one").status, 400)
+        self.assertEqual(SERVER.request("PATCH", "/v1/var/app/one").text(), "Invalid method")
+        self.assertEqual(SERVER.request("POST", "/v1/vars").status, 405)
+        missing = SERVER.request("PUT", "/v1/var/", body="{}")
+        self.assertEqual(missing.status, 400)
+        self.assertEqual(missing.text(), "missing variable path")
+
+    def test_write_without_leader_500(self):
+        SERVER.load(variables_scenario(leader=""))
+        reply = put_json("/v1/var/app/one", {"Items": {"a": "b"}})
+        self.assertEqual(reply.status, 500)
+        self.assertEqual(reply.text(), "No cluster leader")
+        self.assertEqual(self.get("/v1/var/app/one?stale").status, 200)
+
+    def test_acl_required(self):
+        SERVER.load(variables_scenario(acl_token=TOKEN))
+        self.assertEqual(self.get("/v1/vars").status, 403)
+        self.assertEqual(put_json("/v1/var/app/one", {"Items": {"a": "b"}}).status, 403)
+        reply = put_json("/v1/var/app/one", {"Items": {"a": "b"}}, **{"X-Nomad-Token": TOKEN})
+        self.assertEqual(reply.status, 200)
+
+    def test_blocking_read_wakes_on_write(self):
+        current = self.read("app/one")
+        timer = threading.Timer(0.3, put_json, args=("/v1/var/app/one", {"Items": {"user": "b"}}))
+        timer.start()
+        started = time.monotonic()
+        try:
+            reply = self.get(query("/v1/var/app/one", index=current["ModifyIndex"], wait="5s"))
+        finally:
+            timer.join()
+        self.assertLess(time.monotonic() - started, 3.0)
+        self.assertEqual(reply.json()["Items"], {"user": "b"})
+        self.assertGreater(int(reply.headers["X-Nomad-Index"]), current["ModifyIndex"])
+
+    def test_blocking_read_ignores_other_variable(self):
+        current = self.read("app/one")
+        timer = threading.Timer(0.2, put_json, args=("/v1/var/app/two", {"Items": {"k": "b"}}))
+        timer.start()
+        started = time.monotonic()
+        try:
+            reply = self.get(query("/v1/var/app/one", index=current["ModifyIndex"], wait="1s"))
+        finally:
+            timer.join()
+        self.assertGreaterEqual(time.monotonic() - started, 0.95)
+        self.assertEqual(reply.json(), current)
+
+    def test_blocking_read_returns_404_on_delete(self):
+        current = self.read("app/one")
+        timer = threading.Timer(0.2, SERVER.request, args=("DELETE", "/v1/var/app/one"))
+        timer.start()
+        try:
+            reply = self.get(query("/v1/var/app/one", index=current["ModifyIndex"], wait="5s"))
+        finally:
+            timer.join()
+        self.assertEqual(reply.status, 404)
+
+    def test_blocking_list_wakes_on_write(self):
+        index = int(self.get("/v1/vars").headers["X-Nomad-Index"])
+        timer = threading.Timer(0.2, put_json, args=("/v1/var/app/three", {"Items": {"a": "b"}}))
+        timer.start()
+        started = time.monotonic()
+        try:
+            reply = self.get(query("/v1/vars", index=index, wait="5s"))
+        finally:
+            timer.join()
+        self.assertLess(time.monotonic() - started, 3.0)
+        self.assertIn("app/three", [v["Path"] for v in reply.json()])
+
+    def test_mutate_set_and_delete_variable(self):
+        SERVER.mutate([{"op": "set_variable", "path": "app/m", "namespace": "prod",
+                        "items": {"a": "1"}}])
+        self.assertEqual(self.read("app/m?namespace=prod")["Items"], {"a": "1"})
+        SERVER.mutate([{"op": "delete_variable", "path": "app/m", "namespace": "prod"}])
+        self.assertEqual(self.get("/v1/var/app/m?namespace=prod").status, 404)
+        with self.assertRaises(RuntimeError):
+            SERVER.mutate([{"op": "delete_variable", "path": "app/m"}])
+
+    def test_harness_variables(self):
+        paths = {(v["Namespace"], v["Path"]) for v in SERVER.variables()}
+        self.assertIn(("prod", "app/one"), paths)
+        self.assertEqual(len(paths), 4)
+
+    def test_invalid_scenario_variable_400(self):
+        reply = SERVER.request("PUT", "/_test/scenario",
+                               body={"variables": [{"Path": "bad path", "Items": {"a": "b"}}]})
+        self.assertEqual(reply.status, 400)
+        self.assertIn("variables[0].Path", reply.text())
+
+
+# Locks use a 0.5 s minimum TTL and TTL factor 1 here, so expiry tests stay short.
+FAST_LOCKS = {"lock_min_ttl_s": 0.5, "lock_ttl_factor": 1}
+
+
+class LockTest(ServerTestCase):
+    scenario_builder = staticmethod(lambda: variables_scenario(**FAST_LOCKS))
+
+    def acquire(self, path, lock=None, items=None, expect=200):
+        body = {}
+        if lock is not None:
+            body["Lock"] = lock
+        if items is not None:
+            body["Items"] = items
+        separator = "&" if "?" in path else "?"
+        reply = put_json("/v1/var/%s%slock-acquire" % (path, separator), body)
+        self.assertEqual(reply.status, expect, reply.body)
+        return reply
+
+    def lock_op(self, path, operation, lock_id, **extra):
+        separator = "&" if "?" in path else "?"
+        return put_json("/v1/var/%s%s%s" % (path, separator, operation),
+                        dict({"Lock": {"ID": lock_id}}, **extra))
+
+    def test_acquire_returns_lock(self):
+        reply = self.acquire("locks/a", {"TTL": "2s", "LockDelay": "1s"}, items={"holder": "m1"})
+        body = reply.json()
+        self.assertEqual(body["Lock"]["TTL"], "2s")
+        self.assertEqual(body["Lock"]["LockDelay"], "1s")
+        self.assertRegex(body["Lock"]["ID"], r"^[0-9a-f-]{36}$")
+        self.assertEqual(body["Items"], {"holder": "m1"})
+        self.assertEqual(reply.headers["X-Nomad-Index"], str(body["ModifyIndex"]))
+        read = self.get_json("/v1/var/locks/a")
+        self.assertEqual(read["Lock"], body["Lock"])
+        listed = self.get_json("/v1/vars?prefix=locks/")
+        self.assertEqual(listed[0]["Lock"]["ID"], body["Lock"]["ID"])
+
+    def test_acquire_defaults(self):
+        SERVER.load(variables_scenario())
+        lock = self.acquire("locks/d").json()["Lock"]
+        self.assertEqual((lock["TTL"], lock["LockDelay"]), ("15s", "15s"))
+
+    def test_acquire_numeric_nanoseconds(self):
+        lock = self.acquire("locks/n", {"TTL": 2_000_000_000, "LockDelay": 90_000_000_000})
+        self.assertEqual(lock.json()["Lock"]["TTL"], "2s")
+        self.assertEqual(lock.json()["Lock"]["LockDelay"], "1m30s")
+
+    def test_acquire_without_items_omits_items(self):
+        body = self.acquire("locks/e").json()
+        self.assertNotIn("Items", body)
+
+    def test_acquire_existing_variable_keeps_create_index(self):
+        current = self.get_json("/v1/var/app/two")
+        body = self.acquire("app/two", items={"k": "v"}).json()
+        self.assertEqual(body["CreateIndex"], current["CreateIndex"])
+        self.assertGreater(body["ModifyIndex"], current["ModifyIndex"])
+
+    def test_acquire_held_409(self):
+        self.acquire("locks/h")
+        reply = self.acquire("locks/h", expect=409)
+        self.assertEqual(reply.json(), {"Namespace": "default", "Path": "locks/h",
+                                        "CreateIndex": 0, "CreateTime": 0,
+                                        "ModifyIndex": 0, "ModifyTime": 0})
+        self.assertIsNone(reply.headers.get("X-Nomad-Index"))
+
+    def test_ttl_range(self):
+        cases = [({"TTL": "100ms"}, "TTL must be between"), ({"TTL": "25h"}, "TTL must be between"),
+                 ({"TTL": "1s", "LockDelay": "-1s"}, "Lock delay and TTL must be positive"),
+                 ({"TTL": "soon"}, "invalid duration")]
+        for lock, message in cases:
+            with self.subTest(lock=lock):
+                reply = self.acquire("locks/r", lock, expect=400)
+                self.assertIn(message, reply.text())
+        self.assertEqual(self.get("/v1/var/locks/r").status, 404)
+
+    def test_default_min_ttl_is_10s(self):
+        SERVER.load(variables_scenario())
+        reply = self.acquire("locks/m", {"TTL": "5s"}, expect=400)
+        self.assertIn("TTL must be between 10 seconds and 24 hours", reply.text())
+        self.acquire("locks/m", {"TTL": "10s"})
+
+    def test_renew(self):
+        lock = self.acquire("locks/r", {"TTL": "2s"}).json()["Lock"]
+        reply = self.lock_op("locks/r", "lock-renew", lock["ID"])
+        self.assertEqual(reply.status, 200, reply.body)
+        self.assertEqual(reply.json()["Lock"], lock)
+        self.assertNotIn("Items", reply.json())
+        self.assertIsNone(reply.headers.get("X-Nomad-Index"))
+
+    def test_renew_errors(self):
+        lock = self.acquire("locks/r", {"TTL": "2s"}).json()["Lock"]
+        wrong = self.lock_op("locks/r", "lock-renew", scenarios.stable_uuid("other"))
+        self.assertEqual(wrong.status, 409)
+        self.assertEqual(wrong.text(), "attempting to modify locked variable")
+        unlocked = self.lock_op("app/one", "lock-renew", lock["ID"])
+        self.assertEqual(unlocked.status, 409)
+        self.assertEqual(unlocked.text(), "variable doesn't hold a lock")
+        missing = self.lock_op("locks/none", "lock-renew", lock["ID"])
+        self.assertEqual(missing.status, 404)
+        no_id = put_json("/v1/var/locks/r?lock-renew", {"Lock": {}})
+        self.assertEqual(no_id.status, 500)
+        self.assertIn("missing lock ID", no_id.text())
+
+    def test_renew_uses_query_namespace(self):
+        lock = self.acquire("locks/p?namespace=prod", {"TTL": "2s"}).json()["Lock"]
+        in_body = self.lock_op("locks/p", "lock-renew", lock["ID"], Namespace="prod")
+        self.assertEqual(in_body.status, 404)
+        in_query = self.lock_op("locks/p?namespace=prod", "lock-renew", lock["ID"])
+        self.assertEqual(in_query.status, 200)
+
+    def test_release(self):
+        acquired = self.acquire("locks/x", {"TTL": "2s"}, items={"a": "b"}).json()
+        reply = self.lock_op("locks/x", "lock-release", acquired["Lock"]["ID"])
+        self.assertEqual(reply.status, 200, reply.body)
+        body = reply.json()
+        self.assertNotIn("Lock", body)
+        self.assertNotIn("Items", body)
+        self.assertGreater(body["ModifyIndex"], acquired["ModifyIndex"])
+        self.assertEqual(body["ModifyTime"], acquired["ModifyTime"])
+        self.assertEqual(reply.headers["X-Nomad-Index"], str(body["ModifyIndex"]))
+        read = self.get_json("/v1/var/locks/x")
+        self.assertNotIn("Lock", read)
+        self.assertEqual(read["Items"], {"a": "b"})
+        self.acquire("locks/x")
+
+    def test_release_errors(self):
+        lock = self.acquire("locks/x", {"TTL": "2s"}).json()["Lock"]
+        wrong = self.lock_op("locks/x", "lock-release", scenarios.stable_uuid("other"))
+        self.assertEqual(wrong.status, 409)
+        self.assertEqual(wrong.json()["ModifyIndex"], 0)
+        self.assertIsNone(wrong.headers.get("X-Nomad-Index"))
+        with_items = self.lock_op("locks/x", "lock-release", lock["ID"], Items={"a": "b"})
+        self.assertEqual(with_items.status, 400)
+        self.assertIn("doesn't take variable items", with_items.text())
+        no_id = put_json("/v1/var/locks/x?lock-release", {"Lock": {"ID": ""}})
+        self.assertEqual(no_id.status, 400)
+        self.assertIn("missing lock information", no_id.text())
+        unlocked = self.lock_op("app/one", "lock-release", lock["ID"])
+        self.assertEqual(unlocked.status, 500)
+        self.assertEqual(unlocked.text(), "variable doesn't hold a lock")
+        self.assertEqual(self.get_json("/v1/var/locks/x")["Lock"], lock)
+
+    def test_flag_combinations_400(self):
+        for path in ("/v1/var/locks/c?lock-acquire&cas=0", "/v1/var/locks/c?lock-acquire&lock-renew"):
+            with self.subTest(path=path):
+                self.assertEqual(put_json(path, {}).status, 400)
+        reply = put_json("/v1/var/locks/c?lock-acquire&cas=3", {})
+        self.assertEqual(reply.text(), "CAS can't be used with lock operations")
+        self.assertEqual(SERVER.request("PATCH", "/v1/var/locks/c?lock-acquire").status, 400)
+
+    def test_write_to_locked_variable(self):
+        lock = self.acquire("locks/w", {"TTL": "2s"}, items={"a": "1"}).json()["Lock"]
+        blocked = put_json("/v1/var/locks/w", {"Items": {"a": "2"}})
+        self.assertEqual(blocked.status, 409)
+        self.assertEqual(blocked.json()["ModifyIndex"], 0)
+        self.assertEqual(blocked.headers["X-Nomad-Index"], "0")
+        holder = put_json("/v1/var/locks/w", {"Items": {"a": "3"}, "Lock": {"ID": lock["ID"]}})
+        self.assertEqual(holder.status, 200, holder.body)
+        self.assertEqual(self.get_json("/v1/var/locks/w")["Items"], {"a": "3"})
+        self.assertEqual(self.get_json("/v1/var/locks/w")["Lock"]["ID"], lock["ID"])
+
+    def test_delete_locked_409(self):
+        self.acquire("locks/del", {"TTL": "2s"}, items={"a": "1"})
+        reply = SERVER.request("DELETE", "/v1/var/locks/del")
+        self.assertEqual(reply.status, 409)
+        self.assertEqual(self.get("/v1/var/locks/del").status, 200)
+
+    def test_renew_keeps_lock(self):
+        lock = self.acquire("locks/k", {"TTL": "500ms", "LockDelay": "500ms"}).json()["Lock"]
+        for _ in range(4):
+            time.sleep(0.25)
+            reply = self.lock_op("locks/k", "lock-renew", lock["ID"])
+            self.assertEqual(reply.status, 200, reply.body)
+        self.assertEqual(self.get_json("/v1/var/locks/k")["Lock"]["ID"], lock["ID"])
+
+    def test_expiry_then_delay(self):
+        started = time.monotonic()
+        lock = self.acquire("locks/t", {"TTL": "500ms", "LockDelay": "700ms"}).json()["Lock"]
+        held_index = self.get_json("/v1/var/locks/t")["ModifyIndex"]
+        time.sleep(max(0.0, started + 0.7 - time.monotonic()))
+        renew = self.lock_op("locks/t", "lock-renew", lock["ID"])
+        self.assertEqual(renew.status, 409)
+        self.assertEqual(renew.text(), "attempting to modify locked variable")
+        self.acquire("locks/t", expect=409)
+        self.assertEqual(self.get_json("/v1/var/locks/t")["Lock"]["ID"], lock["ID"])
+        reply = self.get(query("/v1/var/locks/t", index=held_index, wait="5s"))
+        released_after = time.monotonic() - started
+        self.assertGreaterEqual(released_after, 1.15)
+        self.assertLess(released_after, 3.0)
+        self.assertNotIn("Lock", reply.json())
+        self.assertGreater(reply.json()["ModifyIndex"], held_index)
+        self.acquire("locks/t")
+
+    def test_default_factor_doubles_ttl(self):
+        SERVER.load(variables_scenario(lock_min_ttl_s=0.5))
+        lock = self.acquire("locks/f", {"TTL": "500ms", "LockDelay": "500ms"}).json()["Lock"]
+        time.sleep(0.7)
+        reply = self.lock_op("locks/f", "lock-renew", lock["ID"])
+        self.assertEqual(reply.status, 200, reply.body)
+
+    def test_no_leader_stops_timers(self):
+        lock = self.acquire("locks/l", {"TTL": "500ms", "LockDelay": "500ms"}).json()["Lock"]
+        SERVER.mutate([{"op": "set_leader", "leader": ""}])
+        time.sleep(1.2)
+        SERVER.mutate([{"op": "set_leader", "leader": "127.0.0.1:4647"}])
+        held = [v for v in SERVER.variables() if v["Path"] == "locks/l"][0]
+        self.assertEqual(held["Lock"]["ID"], lock["ID"])
+
+    def test_scenario_lock(self):
+        held_id = scenarios.stable_uuid("scenario-lock")
+        SERVER.load(variables_scenario(variables=[
+            {"Path": "locks/s", "Items": {}, "Lock": {"ID": held_id, "TTL": "2s"}}], **FAST_LOCKS))
+        self.assertEqual(self.get_json("/v1/var/locks/s")["Lock"]["ID"], held_id)
+        self.acquire("locks/s", expect=409)
+        self.assertEqual(self.lock_op("locks/s", "lock-renew", held_id).status, 200)
+
+
+def servers_scenario(**settings):
+    scenario = scenarios.hung_client()
+    scenario.update(settings)
+    return scenario
+
+
+class ServersTest(ServerTestCase):
+    scenario_builder = staticmethod(servers_scenario)
+
+    def autopilot(self, expect=200):
+        reply = self.get("/v1/operator/autopilot/health")
+        self.assertEqual(reply.status, expect, reply.body)
+        return reply.json()
+
+    def test_members(self):
+        body = self.get_json("/v1/agent/members")
+        self.assertEqual(body["ServerName"], "server-1")
+        self.assertEqual(body["ServerRegion"], "global")
+        self.assertEqual([m["Name"] for m in body["Members"]],
+                         ["server-1.global", "server-2.global", "server-3.global"])
+        member = body["Members"][1]
+        self.assertEqual(member["Addr"], "10.0.0.2")
+        self.assertEqual(member["Port"], 4648)
+        self.assertEqual(member["Status"], "alive")
+        self.assertEqual(member["Tags"]["role"], "nomad")
+        self.assertEqual(member["Tags"]["port"], "4647")
+        self.assertEqual(member["Tags"]["region"], "global")
+        self.assertEqual(member["Tags"]["dc"], "dc1")
+        self.assertIn("build", member["Tags"])
+
+    def test_leader_peers_raft_agree(self):
+        leader = self.get("/v1/status/leader").json()
+        self.assertEqual(leader, scenarios.expected(self.scenario)["leader"])
+        self.assertEqual(self.get_json("/v1/status/peers"),
+                         ["10.0.0.1:4647", "10.0.0.2:4647", "10.0.0.3:4647"])
+        raft = self.get_json("/v1/operator/raft/configuration")
+        self.assertEqual([s["Address"] for s in raft["Servers"] if s["Leader"]], [leader])
+        self.assertEqual(raft["Servers"][0]["Node"], "server-1.global")
+        self.assertEqual(self.get_json("/v1/agent/self")["stats"]["nomad"]["leader_addr"], leader)
+
+    def test_autopilot_healthy(self):
+        body = self.autopilot()
+        self.assertTrue(body["Healthy"])
+        self.assertEqual(body["FailureTolerance"], 1)
+        self.assertEqual(len(body["Servers"]), 3)
+        leader = [s for s in body["Servers"] if s["Leader"]]
+        self.assertEqual([s["Name"] for s in leader], ["server-1"])
+        self.assertEqual(leader[0]["LastContact"], "0s")
+        self.assertEqual(body["Leader"], leader[0]["ID"])
+        self.assertEqual(body["Voters"][0], leader[0]["ID"])
+        self.assertEqual(len(body["Voters"]), 3)
+
+    def test_failed_server(self):
+        SERVER.mutate([{"op": "set_server_status", "name": "server-3", "status": "failed"}])
+        body = self.autopilot(expect=429)
+        self.assertFalse(body["Healthy"])
+        self.assertEqual(body["FailureTolerance"], 0)
+        failed = [s for s in body["Servers"] if s["Name"] == "server-3"][0]
+        self.assertEqual(failed["SerfStatus"], "failed")
+        self.assertFalse(failed["Healthy"])
+        self.assertRegex(failed["LastContact"], r"^\d+(\.\d+)?(s|ms)$")
+        self.assertEqual(self.get("/v1/status/leader").json(), "10.0.0.1:4647")
+        self.assertEqual(len(self.get_json("/v1/status/peers")), 3)
+        members = {m["Name"]: m["Status"] for m in self.get_json("/v1/agent/members")["Members"]}
+        self.assertEqual(members["server-3.global"], "failed")
+
+    def test_left_server_leaves_raft(self):
+        SERVER.mutate([{"op": "set_server_status", "name": "server-3", "status": "left"}])
+        self.assertEqual(len(self.get_json("/v1/status/peers")), 2)
+        self.assertEqual(len(self.autopilot()["Servers"]), 2)
+        members = {m["Name"]: m["Status"] for m in self.get_json("/v1/agent/members")["Members"]}
+        self.assertEqual(members["server-3.global"], "left")
+
+    def test_unhealthy_server_429(self):
+        SERVER.mutate([{"op": "set_server_healthy", "name": "server-2", "value": False}])
+        body = self.autopilot(expect=429)
+        self.assertEqual([s["Name"] for s in body["Servers"] if not s["Healthy"]], ["server-2"])
+        self.assertEqual(body["Voters"][-1], [s["ID"] for s in body["Servers"]
+                                              if s["Name"] == "server-2"][0])
+
+    def test_leader_failure_elects_new_leader(self):
+        SERVER.mutate([{"op": "set_server_status", "name": "server-1", "status": "failed"}])
+        self.assertEqual(self.get("/v1/status/leader").json(), "10.0.0.2:4647")
+        body = self.autopilot(expect=429)
+        self.assertEqual([s["Name"] for s in body["Servers"] if s["Leader"]], ["server-2"])
+        self.assertEqual(self.get_json("/v1/agent/members")["ServerName"], "server-2")
+
+    def test_quorum_loss_no_leader(self):
+        SERVER.mutate([{"op": "set_server_status", "name": "server-2", "status": "failed"},
+                       {"op": "set_server_status", "name": "server-3", "status": "failed"}])
+        reply = self.get("/v1/status/leader")
+        self.assertEqual(reply.status, 500)
+        self.assertEqual(reply.text(), "No cluster leader")
+        self.assertEqual(self.get("/v1/operator/autopilot/health").status, 500)
+        self.assertEqual(self.get("/v1/operator/autopilot/health?stale").status, 500)
+        self.assertEqual(self.get("/v1/status/peers").status, 500)
+        self.assertEqual(self.get("/v1/status/peers?stale").status, 200)
+        self.assertEqual(self.get("/v1/agent/health").status, 500)
+        self.assertEqual(self.get("/v1/agent/members").status, 200)
+        SERVER.mutate([{"op": "set_server_status", "name": "server-3", "status": "alive"}])
+        self.assertEqual(self.get("/v1/status/leader").json(), "10.0.0.1:4647")
+
+    def test_auto_elect_off(self):
+        SERVER.load(servers_scenario(auto_elect=False))
+        SERVER.mutate([{"op": "set_server_status", "name": "server-1", "status": "failed"}])
+        self.assertEqual(self.get("/v1/status/leader").status, 500)
+        SERVER.mutate([{"op": "set_leader", "name": "server-3"}])
+        self.assertEqual(self.get("/v1/status/leader").json(), "10.0.0.3:4647")
+
+    def test_set_leader_forms(self):
+        SERVER.mutate([{"op": "set_leader", "name": "server-2"}])
+        self.assertEqual(self.get("/v1/status/leader").json(), "10.0.0.2:4647")
+        SERVER.mutate([{"op": "set_leader", "leader": "10.0.0.3:4647"}])
+        self.assertEqual(self.get("/v1/status/leader").json(), "10.0.0.3:4647")
+        raft = self.get_json("/v1/operator/raft/configuration")
+        self.assertEqual([s["Node"] for s in raft["Servers"] if s["Leader"]], ["server-3.global"])
+        SERVER.mutate([{"op": "set_leader", "name": ""}])
+        self.assertEqual(self.get("/v1/status/leader?stale").json(), "")
+        with self.assertRaises(RuntimeError):
+            SERVER.mutate([{"op": "set_leader", "leader": "10.9.9.9:4647"}])
+        with self.assertRaises(RuntimeError):
+            SERVER.mutate([{"op": "set_leader", "name": "server-9"}])
+
+    def test_leader_change_releases_blocked_query(self):
+        index = int(self.get("/v1/nodes").headers["X-Nomad-Index"])
+        timer = threading.Timer(0.2, SERVER.mutate,
+                                args=([{"op": "set_leader", "name": "server-2"}],))
+        timer.start()
+        started = time.monotonic()
+        try:
+            reply = self.get(query("/v1/nodes", index=index, wait="5s"))
+        finally:
+            timer.join()
+        self.assertLess(time.monotonic() - started, 3.0)
+        self.assertEqual(reply.status, 200)
+
+    def test_failed_leader_flag_means_no_leader(self):
+        scenario = servers_scenario()
+        scenario["servers"][0]["Status"] = "failed"
+        SERVER.load(scenario)
+        self.assertEqual(self.get("/v1/status/leader?stale").json(), "")
+        self.assertEqual(SERVER.state()["leader"], "")
+
+    def test_scenario_leader_conflict_400(self):
+        reply = SERVER.request("PUT", "/_test/scenario",
+                               body=servers_scenario(leader="10.0.0.2:4647"))
+        self.assertEqual(reply.status, 400)
+        self.assertIn("disagrees", reply.text())
+
+    def test_autopilot_pin(self):
+        SERVER.mutate([{"op": "set_autopilot_healthy", "value": False}])
+        self.assertFalse(self.autopilot(expect=429)["Healthy"])
+        SERVER.mutate([{"op": "set_autopilot_healthy", "value": None}])
+        self.assertTrue(self.autopilot()["Healthy"])
+
+    def test_state_reloads(self):
+        SERVER.mutate([{"op": "set_server_status", "name": "server-3", "status": "failed"}])
+        state = SERVER.state()
+        self.assertEqual([s["Status"] for s in state["servers"]], ["alive", "alive", "failed"])
+        SERVER.load(state)
+        self.assertEqual(self.get("/v1/status/leader").json(), "10.0.0.1:4647")
+        self.assertEqual(self.get("/v1/operator/autopilot/health").status, 429)
+
+    def test_server_ops_need_servers(self):
+        SERVER.load(scenarios.healthy())
+        with self.assertRaises(RuntimeError):
+            SERVER.mutate([{"op": "set_server_status", "name": "server-1", "status": "failed"}])
+
+
+def flapping_node(scenario):
+    return scenarios.expected(scenario)["flapping_nodes"][0]
+
+
+class TimelineTest(ServerTestCase):
+    scenario_builder = staticmethod(scenarios.flapping)
+
+    def status(self, node_id):
+        return self.get_json("/v1/node/%s" % node_id)["Status"]
+
+    def test_ticks_apply_in_order(self):
+        node_id = flapping_node(self.scenario)
+        seen = [self.status(node_id)]
+        for expected_tick in range(1, 7):
+            self.assertEqual(SERVER.tick(), expected_tick)
+            seen.append(self.status(node_id))
+        self.assertEqual(seen, ["ready", "down", "ready", "down", "ready", "down", "ready"])
+        state = SERVER.state()
+        self.assertEqual([entry["tick"] for entry in state["timeline_applied"]], [1, 2, 3, 4, 5, 6])
+        self.assertEqual(state["timeline_errors"], [])
+
+    def test_tick_count(self):
+        node_id = flapping_node(self.scenario)
+        self.assertEqual(SERVER.tick(3), 3)
+        self.assertEqual(self.status(node_id), "down")
+        self.assertEqual(SERVER.state()["tick"], 3)
+
+    def test_time_based_wakes_blocking_query(self):
+        scenario = scenarios.flapping(cycles=1, period_s=0.5)
+        SERVER.load(scenario)
+        node_id = flapping_node(scenario)
+        node = self.get_json("/v1/node/%s" % node_id)
+        started = time.monotonic()
+        reply = self.get(query("/v1/node/%s" % node_id, index=node["ModifyIndex"], wait="5s"))
+        elapsed = time.monotonic() - started
+        self.assertEqual(reply.json()["Status"], "down")
+        self.assertLess(elapsed, 2.0)
+        self.assertEqual(wait_until(lambda: self.status(node_id) == "ready", timeout=3.0), True)
+
+    def test_inline_form_and_at_zero(self):
+        scenario = scenarios.healthy()
+        node_id = scenario["nodes"][0]["ID"]
+        scenario["timeline"] = [
+            {"at_s": 0, "op": "set_node_status", "id": node_id, "status": "down"},
+            {"at_tick": 1, "op": {"op": "set_node_status", "id": node_id, "status": "ready"}},
+        ]
+        SERVER.load(scenario)
+        self.assertEqual(self.status(node_id), "down")
+        SERVER.tick()
+        self.assertEqual(self.status(node_id), "ready")
+
+    def test_failed_entry_recorded(self):
+        scenario = scenarios.healthy()
+        scenario["timeline"] = [{"at_tick": 1, "op": {"op": "remove_node", "id": "no-such-node"}}]
+        SERVER.load(scenario)
+        SERVER.tick()
+        errors = SERVER.state()["timeline_errors"]
+        self.assertEqual(len(errors), 1)
+        self.assertEqual(errors[0]["position"], 0)
+        self.assertIn("no-such-node", errors[0]["error"])
+
+    def test_invalid_timeline_400(self):
+        cases = [
+            ([{"op": {"op": "set_leader", "leader": ""}}], "exactly one of at_s"),
+            ([{"at_s": 1, "at_tick": 1, "op": {"op": "set_leader", "leader": ""}}],
+             "exactly one of at_s"),
+            ([{"at_tick": 1, "op": {"op": "explode"}}], "unknown op"),
+            ([{"at_tick": -1, "op": {"op": "set_leader", "leader": ""}}], "at_tick"),
+        ]
+        for timeline, message in cases:
+            with self.subTest(timeline=timeline):
+                reply = SERVER.request("PUT", "/_test/scenario", body={"timeline": timeline})
+                self.assertEqual(reply.status, 400)
+                self.assertIn(message, reply.text())
+
+    def test_load_resets_tick(self):
+        SERVER.tick(2)
+        SERVER.load(self.scenario)
+        self.assertEqual(SERVER.state()["tick"], 0)
+
+    def test_invalid_tick_count_400(self):
+        reply = SERVER.request("POST", "/_test/tick", body={"count": 0})
+        self.assertEqual(reply.status, 400)
+
+
+class RestartTest(ServerTestCase):
+    scenario_builder = staticmethod(scenarios.hung_client)
+
+    def restarted(self, **body):
+        reply = SERVER.request("POST", "/_test/restarted", body=body)
+        self.assertEqual(reply.status, 200, reply.body)
+        return reply.json()["restart"]
+
+    def node(self, node_id):
+        return self.get_json("/v1/node/%s" % node_id)
+
+    def hung(self):
+        return scenarios.expected(self.scenario)["restart_nodes"][0]
+
+    def test_ready_after_one_tick_by_default(self):
+        node_id = self.hung()
+        entry = self.restarted(node=node_id)
+        self.assertEqual(entry["node_state"], "pending")
+        self.assertEqual(self.node(node_id)["Status"], "down")
+        SERVER.tick()
+        node = self.node(node_id)
+        self.assertEqual(node["Status"], "ready")
+        self.assertEqual(node["Events"][-1]["Message"], "Node reregistered by heartbeat")
+        self.assertAlmostEqual(node["StatusUpdatedAt"], time.time(), delta=5)
+        self.assertEqual(node["SchedulingEligibility"], "eligible")
+        restart = SERVER.restarts()[0]
+        self.assertEqual(restart["node_state"], "ready")
+        self.assertEqual(restart["node_ready_tick"], 1)
+
+    def test_ready_after_one_second_by_default(self):
+        node_id = self.hung()
+        before = self.node(node_id)
+        started = time.monotonic()
+        self.restarted(node=node_id)
+        reply = self.get(query("/v1/node/%s" % node_id, index=before["ModifyIndex"], wait="5s"))
+        elapsed = time.monotonic() - started
+        self.assertEqual(reply.json()["Status"], "ready")
+        self.assertGreaterEqual(elapsed, 0.9)
+        self.assertLess(elapsed, 3.0)
+
+    def test_ready_after_seconds_only(self):
+        scenario = scenarios.hung_client()
+        node_id = scenarios.expected(scenario)["restart_nodes"][0]
+        [node for node in scenario["nodes"] if node["ID"] == node_id][0]["_restart"] = {
+            "ready_after_s": 0.3}
+        SERVER.load(scenario)
+        self.restarted(node=node_id)
+        SERVER.tick(2)
+        self.assertEqual(self.node(node_id)["Status"], "down")
+        self.assertTrue(wait_until(lambda: self.node(node_id)["Status"] == "ready", timeout=3.0))
+
+    def test_ready_after_ticks_only(self):
+        scenario = scenarios.hung_client()
+        node_id = scenarios.expected(scenario)["restart_nodes"][0]
+        [node for node in scenario["nodes"] if node["ID"] == node_id][0]["_restart"] = {
+            "ready_after_ticks": 2}
+        SERVER.load(scenario)
+        self.restarted(node=node_id)
+        time.sleep(1.2)
+        SERVER.tick()
+        self.assertEqual(self.node(node_id)["Status"], "down")
+        SERVER.tick()
+        self.assertEqual(self.node(node_id)["Status"], "ready")
+
+    def test_node_restart_field_hidden(self):
+        scenario = scenarios.never_returns()
+        SERVER.load(scenario)
+        node_id = scenarios.expected(scenario)["never_ready"][0]
+        self.assertNotIn("_restart", self.node(node_id))
+        state_node = [n for n in SERVER.state()["nodes"] if n["ID"] == node_id][0]
+        self.assertEqual(state_node["_restart"], {"never": True})
+
+    def test_never_returns(self):
+        scenario = scenarios.never_returns()
+        SERVER.load(scenario)
+        node_id = scenarios.expected(scenario)["never_ready"][0]
+        entry = self.restarted(node=node_id)
+        self.assertEqual(entry["node_state"], "never")
+        SERVER.tick(3)
+        self.assertEqual(self.node(node_id)["Status"], "down")
+        self.assertEqual(SERVER.restarts()[0]["node_state"], "never")
+
+    def test_restarts_in_order(self):
+        expect = scenarios.expected(self.scenario)
+        ready_id = [n["ID"] for n in self.scenario["nodes"] if n["Status"] == "ready"][0]
+        self.restarted(node=self.hung(), argv=["systemctl", "restart", "nomad"])
+        SERVER.tick()
+        self.restarted(server="server-2")
+        self.restarted(node=ready_id)
+        restarts = SERVER.restarts()
+        self.assertEqual([r["seq"] for r in restarts], [1, 2, 3])
+        self.assertEqual([r["tick"] for r in restarts], [0, 1, 1])
+        self.assertEqual([(r["node"], r["server"]) for r in restarts],
+                         [(expect["restart_nodes"][0], None), (None, "server-2"), (ready_id, None)])
+        self.assertEqual(restarts[0]["argv"], ["systemctl", "restart", "nomad"])
+        self.assertLessEqual(restarts[0]["time"], restarts[1]["time"])
+
+    def test_unknown_target_400(self):
+        for body in ({"node": "no-such-node"}, {"server": "server-9"}, {}, {"node": 5}):
+            with self.subTest(body=body):
+                reply = SERVER.request("POST", "/_test/restarted", body=body)
+                self.assertEqual(reply.status, 400)
+        self.assertEqual(SERVER.restarts(), [])
+
+    def test_clear_and_reload_forget_restarts(self):
+        self.restarted(node=self.hung())
+        SERVER.request("DELETE", "/_test/restarts")
+        self.assertEqual(SERVER.restarts(), [])
+        self.restarted(node=self.hung())
+        SERVER.load(self.scenario)
+        self.assertEqual(SERVER.restarts(), [])
+
+    def test_power_loss_server_restarts(self):
+        scenario = scenarios.power_loss()
+        expect = scenarios.expected(scenario)
+        SERVER.load(scenario)
+        self.assertEqual(self.get("/v1/status/leader?stale").json(), expect["leader"])
+        self.assertEqual(self.get("/v1/var/%s" % scenarios.heartbeat_path(
+            expect["restart_nodes"][0])).status, 500)
+        entry = self.restarted(server=expect["restart_servers"][0])
+        self.assertEqual(entry["server_state"], "pending")
+        SERVER.tick()
+        self.assertEqual(self.get("/v1/status/leader").json(), expect["leader_after_restarts"])
+        self.assertEqual(SERVER.restarts()[0]["server_state"], "alive")
+        self.assertEqual(self.get("/v1/operator/autopilot/health").status, 429)
+        self.restarted(server=expect["restart_servers"][1])
+        SERVER.tick()
+        self.assertTrue(self.get_json("/v1/operator/autopilot/health")["Healthy"])
+
+    def test_server_and_node_share_host(self):
+        scenario = scenarios.hung_client()
+        node_id = scenarios.expected(scenario)["restart_nodes"][0]
+        scenario["servers"][2]["Status"] = "failed"
+        scenario["servers"][2]["node_id"] = node_id
+        SERVER.load(scenario)
+        entry = self.restarted(server="server-3")
+        self.assertEqual(entry["node"], node_id)
+        SERVER.tick()
+        self.assertEqual(self.node(node_id)["Status"], "ready")
+        self.assertTrue(self.get_json("/v1/operator/autopilot/health")["Healthy"])
+        by_node = self.restarted(node=node_id)
+        self.assertEqual(by_node["server"], "server-3")
+
+    def test_newer_restart_supersedes(self):
+        node_id = self.hung()
+        self.restarted(node=node_id)
+        self.restarted(node=node_id)
+        SERVER.tick()
+        states = [r["node_state"] for r in SERVER.restarts()]
+        self.assertEqual(states, ["superseded", "ready"])
+
+
+class RestartRecorderTest(ServerTestCase):
+    scenario_builder = staticmethod(scenarios.hung_client)
+
+    def setUp(self):
+        super().setUp()
+        self.tmpdir = tempfile.TemporaryDirectory(prefix="restart-recorder-")
+        self.log = os.path.join(self.tmpdir.name, "restarts.jsonl")
+
+    def tearDown(self):
+        self.tmpdir.cleanup()
+
+    def run_recorder(self, argv):
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+
+    def log_lines(self):
+        with open(self.log, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle]
+
+    def test_records_and_reports(self):
+        node_id = scenarios.expected(self.scenario)["restart_nodes"][0]
+        argv = SERVER.restart_recorder_argv(self.log, node=node_id)
+        result = self.run_recorder(argv)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        lines = self.log_lines()
+        self.assertEqual(len(lines), 1)
+        self.assertEqual(lines[0]["node"], node_id)
+        self.assertEqual(lines[0]["argv"][1:], argv[2:])
+        self.assertAlmostEqual(lines[0]["time"], time.time(), delta=30)
+        restarts = SERVER.restarts()
+        self.assertEqual([r["node"] for r in restarts], [node_id])
+        self.assertEqual(restarts[0]["argv"][1:], argv[2:])
+
+    def test_server_name_and_exit_code(self):
+        argv = SERVER.restart_recorder_argv(self.log, server="server-2", exit_code=3)
+        result = self.run_recorder(argv)
+        self.assertEqual(result.returncode, 3)
+        self.assertEqual(self.log_lines()[0]["server"], "server-2")
+        self.assertEqual(SERVER.restarts()[0]["server"], "server-2")
+
+    def test_two_runs_append(self):
+        argv = SERVER.restart_recorder_argv(self.log, server="server-2")
+        self.assertEqual(self.run_recorder(argv).returncode, 0)
+        self.assertEqual(self.run_recorder(argv).returncode, 0)
+        self.assertEqual(len(self.log_lines()), 2)
+        self.assertEqual(len(SERVER.restarts()), 2)
+
+    def test_sleep_before_report(self):
+        argv = SERVER.restart_recorder_argv(self.log, server="server-2", sleep_s=0.4)
+        started = time.monotonic()
+        result = self.run_recorder(argv)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertGreaterEqual(time.monotonic() - started, 0.4)
+        self.assertEqual(len(SERVER.restarts()), 1)
+
+    def test_rejects_non_loopback(self):
+        for url in ("http://10.0.0.1:4646", "http://localhost:4646", "http://[2001:db8::1]:4646",
+                    "https://127.0.0.1:4646", "http://127.0.0.1"):
+            with self.subTest(url=url):
+                argv = [sys.executable, harness.RESTART_RECORDER, "--server", url,
+                        "--log", self.log, "--server-name", "server-2"]
+                result = self.run_recorder(argv)
+                self.assertEqual(result.returncode, 2)
+                self.assertIn("invalid --server", result.stderr)
+        self.assertFalse(os.path.exists(self.log))
+        self.assertEqual(SERVER.restarts(), [])
+
+    def test_accepts_other_loopback_literal(self):
+        argv = SERVER.restart_recorder_argv(self.log, server="server-2")
+        argv[argv.index("--server") + 1] = "http://127.0.0.1:%d/" % SERVER.port
+        self.assertEqual(self.run_recorder(argv).returncode, 0)
+
+    def test_rejected_restart_exit_3(self):
+        argv = SERVER.restart_recorder_argv(self.log, node="no-such-node")
+        result = self.run_recorder(argv)
+        self.assertEqual(result.returncode, 3)
+        self.assertIn("rejected", result.stderr)
+        self.assertEqual(len(self.log_lines()), 1)
+
+    def test_unreachable_exit_3(self):
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        argv = [sys.executable, harness.RESTART_RECORDER, "--server", "http://127.0.0.1:%d" % port,
+                "--log", self.log, "--node", "x"]
+        result = self.run_recorder(argv)
+        self.assertEqual(result.returncode, 3)
+        self.assertIn("cannot reach", result.stderr)
+
+    def test_needs_one_target(self):
+        base = [sys.executable, harness.RESTART_RECORDER, "--server", SERVER.address,
+                "--log", self.log]
+        self.assertEqual(self.run_recorder(base).returncode, 2)
+        both = base + ["--node", "x", "--server-name", "server-2"]
+        self.assertEqual(self.run_recorder(both).returncode, 2)
+        with self.assertRaises(ValueError):
+            SERVER.restart_recorder_argv(self.log)
+        with self.assertRaises(ValueError):
+            SERVER.restart_recorder_argv(self.log, node="x", server="server-2")
+
+
+class RestartScenarioTest(ServerTestCase):
+    scenario_builder = staticmethod(scenarios.hung_client)
+
+    def heartbeat(self, node_id):
+        path = scenarios.expected(self.scenario)["heartbeats"][node_id]
+        return self.get_json("/v1/var/%s" % path)["Items"]
+
+    def test_hung_client(self):
+        expect = scenarios.expected(self.scenario)
+        self.assertEqual(len(expect["restart_nodes"]), 1)
+        self.assertEqual(expect["hung_nodes"], expect["restart_nodes"])
+        hung = expect["restart_nodes"][0]
+        self.assertEqual(self.get_json("/v1/node/%s" % hung)["Status"], "down")
+        items = self.heartbeat(hung)
+        self.assertEqual(items["agent_healthy"], "false")
+        self.assertLess(abs(int(items["host_alive_at"]) - time.time()), 60)
+        self.assertTrue(items["agent_message"])
+        ready = [n for n in self.get_json("/v1/nodes") if n["Status"] == "ready"]
+        self.assertEqual(len(ready), 4)
+        self.assertEqual(self.get("/v1/status/leader").json(), expect["leader"])
+        self.assertEqual(self.get("/v1/operator/autopilot/health").status, 200)
+        self.assertTrue(expect["autopilot_healthy"])
+
+    def test_power_loss(self):
+        scenario = scenarios.power_loss()
+        expect = scenarios.expected(scenario)
+        SERVER.load(scenario)
+        self.assertEqual(expect["leader"], "")
+        self.assertEqual(self.get("/v1/status/leader").status, 500)
+        nodes = self.get_json("/v1/nodes?stale")
+        self.assertEqual([n["Status"] for n in nodes], ["down"] * 6)
+        self.assertEqual(sorted(expect["restart_nodes"]), [n["ID"] for n in nodes])
+        members = {m["Name"]: m["Status"] for m in self.get_json("/v1/agent/members")["Members"]}
+        self.assertEqual(members, {"server-1.global": "alive", "server-2.global": "failed",
+                                   "server-3.global": "failed"})
+        self.assertEqual(expect["restart_servers"], ["server-2", "server-3"])
+
+    def test_partition(self):
+        scenario = scenarios.partition()
+        expect = scenarios.expected(scenario)
+        SERVER.load(scenario)
+        self.assertEqual(expect["restart_nodes"], [])
+        self.assertEqual(expect["restart_servers"], [])
+        self.assertEqual(len(expect["unreachable_nodes"]), 5)
+        self.assertEqual(self.get("/v1/operator/autopilot/health").status, 429)
+        self.assertFalse(expect["autopilot_healthy"])
+        self.assertEqual(self.get("/v1/status/leader").json(), expect["leader"])
+        down = [self.get_json("/v1/node/%s" % node_id) for node_id in expect["unreachable_nodes"]]
+        self.assertEqual({n["Status"] for n in down}, {"down"})
+        self.assertEqual(len({n["StatusUpdatedAt"] for n in down}), 1)
+        for node_id in expect["unreachable_nodes"]:
+            items = self.get_json("/v1/var/%s" % expect["heartbeats"][node_id])["Items"]
+            with self.subTest(node=node_id):
+                self.assertGreaterEqual(time.time() - int(items["host_alive_at"]), 300)
+
+    def test_flapping_and_never_returns(self):
+        flapping = scenarios.flapping()
+        self.assertEqual(len(flapping["timeline"]), 6)
+        self.assertEqual(scenarios.expected(flapping)["restart_nodes"], [])
+        never = scenarios.expected(scenarios.never_returns())
+        self.assertEqual(never["never_ready"], never["restart_nodes"])
+
+    def test_names_registered(self):
+        for name in ("hung_client", "power_loss", "partition", "flapping", "never_returns"):
+            with self.subTest(name=name):
+                self.assertIn(name, scenarios.SCENARIOS)
+                SERVER.load(scenarios.SCENARIOS[name]())
 
 
 class ScenarioTest(unittest.TestCase):

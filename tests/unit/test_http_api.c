@@ -493,6 +493,11 @@ static void test_unknown_paths(void **state)
     assert_status(&r, 404);
     http(f, "GET", "/v1/actions/1/extra", "Bearer " ALICE_TOKEN, &r);
     assert_status(&r, 404);
+
+    /* A decoded line feed in the path would forge a log line, so the request is rejected. */
+    http(f, "GET", "/healthz%0A2026-01-01T00:00:00Z%20ERROR%20forged", NULL, &r);
+    assert_status(&r, 400);
+    fflush(stderr);
 }
 
 /* ---- authentication ---- */
@@ -567,7 +572,7 @@ static void test_right_token_is_200(void **state)
     list = cJSON_Parse(r.body);
     assert_non_null(list);
     assert_true(cJSON_IsArray(list));
-    /* The default list holds the pending rows, the expired one included until a pass expires it. */
+    /* The default list contains the pending rows, the expired one included until a pass expires it. */
     assert_int_equal(cJSON_GetArraySize(list), 3);
     cJSON_Delete(list);
     /* Reads are not audited. */
@@ -715,7 +720,7 @@ static void test_approve_round_trip(void **state)
     assert_non_null(cJSON_GetObjectItem(body, "steps"));
     cJSON_Delete(body);
 
-    /* The main loop's handle sees the decision. */
+    /* The main loop's own handle reads the decision. */
     assert_int_equal(journal_action_get(f->j, f->pending, &row, err, sizeof(err)), JOURNAL_OK);
     assert_int_equal(row.state, JS_APPROVED);
     assert_string_equal(row.decided_by, "api:alice");
@@ -785,7 +790,7 @@ static void test_decide_conflicts_and_not_found(void **state)
     struct reply r;
     size_t n = 0;
 
-    /* Expired: the journal marks the row expired and the API says when it expired. */
+    /* Expired: the journal marks the row expired and the API reports when it expired. */
     snprintf(path, sizeof(path), "/v1/actions/%lld/approve", f->expired);
     http(f, "POST", path, "Bearer " ALICE_TOKEN, &r);
     assert_status(&r, 409);
@@ -972,6 +977,14 @@ static void test_start_rejects_bad_settings(void **state)
     assert_null(api);
     assert_contains(err, bad_path);
 
+    /* A name that resolves to loopback works, as the policy loader accepts "localhost:port". */
+    cfg.address = "localhost:0";
+    api = http_api_start(&cfg, f->path, f->m, err, sizeof(err));
+    if (api == NULL)
+        print_error("localhost: %s\n", err);
+    assert_non_null(api);
+    http_api_stop(api);
+
     /* IPv6 loopback works. */
     cfg.address = "[::1]:0";
     api = http_api_start(&cfg, f->path, f->m, err, sizeof(err));
@@ -1019,7 +1032,7 @@ static void test_tokens_never_stored_or_logged(void **state)
     struct reply r;
     size_t n = 0;
 
-    /* Every path that sees a token: right, wrong, oversize, decided, conflicting and malformed. */
+    /* Every path that receives a token: right, wrong, oversize, decided, conflicting and malformed. */
     snprintf(path, sizeof(path), "/v1/actions/%lld/approve", f->pending);
     http(f, "POST", path, "Bearer " WRONG_TOKEN, &r);
     http(f, "POST", path, "Bearer " ALICE_TOKEN, &r);
@@ -1060,6 +1073,7 @@ static void test_tokens_never_stored_or_logged(void **state)
     }
     /* The capture did record the requests, so the check above read real log lines. */
     assert_true(file_contains(capture_path, "status=403"));
+    assert_false(file_contains(capture_path, "\n2026-01-01T00:00:00Z ERROR forged"));
     assert_true(file_contains(capture_path, "approved by api:alice"));
 }
 

@@ -31,6 +31,7 @@
 
 #define TOKEN "3c0e9b7a-variables-test-token-71d2"
 #define LIST_COUNT 230
+#define RENEW_COUNT 5
 
 static pid_t server_pid = -1;
 static char temp_dir[] = "/tmp/test_variables.XXXXXX";
@@ -629,16 +630,19 @@ static void read_missing_is_not_found(void **state)
     struct nomad_client *client = new_client();
     struct nomad_var var;
     char err[512] = "stale";
+    uint64_t other_index;
     cJSON *request;
 
     (void)state;
+    other_index = create_var(client, "medic/other", "{\"k\":\"v\"}");
+    free(control("DELETE", "/_test/requests", NULL));
     assert_int_equal(nomad_var_read(client, NULL, "medic/missing", 0, NULL, &var, err, sizeof(err)),
                      VAR_NOT_FOUND);
     assert_string_equal(err, "");
     assert_null(var.path);
     assert_null(var.items);
     /* Nomad sets X-Nomad-Index before it returns 404, so a caller can block until the variable appears. */
-    assert_true(var.query_index > 0);
+    assert_true(var.query_index >= other_index);
     nomad_var_free(&var);
 
     /* 404 is definite, so the read was sent once, with the namespace. */
@@ -1101,6 +1105,19 @@ static void lock_acquire_and_conflict(void **state)
     assert_int_equal(nomad_var_lock_release(client, NULL, "medic/bare", other.lock_id, err, sizeof(err)), VAR_OK);
     nomad_var_free(&other);
 
+    /* Without the lock ID, neither a write nor a delete changes the held variable. */
+    {
+        cJSON *takeover = json("{\"owner\":\"intruder\"}");
+
+        assert_int_equal(nomad_var_write(client, "prod", "medic/leader", takeover, -1, &var, err, sizeof(err)),
+                         VAR_CONFLICT);
+        assert_contains(err, "conflicted because a lock holds the variable");
+        nomad_var_free(&var);
+        cJSON_Delete(takeover);
+    }
+    assert_int_equal(nomad_var_delete(client, "prod", "medic/leader", -1, err, sizeof(err)), VAR_CONFLICT);
+    assert_contains(err, "delete of variable \"medic/leader\" in namespace \"prod\" conflicted because a lock holds");
+
     assert_int_equal(nomad_var_lock_release(client, "prod", "medic/leader", lock.lock_id, err, sizeof(err)), VAR_OK);
     nomad_var_free(&lock);
     cJSON_Delete(items);
@@ -1119,15 +1136,18 @@ static void lock_renew_and_release(void **state)
 
     (void)state;
     start = now_s();
-    assert_int_equal(nomad_var_lock_acquire(client, NULL, "medic/renew", 2, 1, NULL, &lock, err, sizeof(err)),
+    assert_int_equal(nomad_var_lock_acquire(client, NULL, "medic/renew", 1, 1, NULL, &lock, err, sizeof(err)),
                      VAR_OK);
     assert_non_null(lock.lock_id);
 
-    /* Renewing every 1.2 s keeps a 2 s lock past three TTLs' worth of time. */
-    for (int i = 1; i <= 3; i++) {
+    /*
+     * Nomad expires a lock between TTL and twice the TTL after its last
+     * renewal. Renewing a 1 s lock every 0.7 s keeps it for 3.5 s.
+     */
+    for (int i = 1; i <= RENEW_COUNT; i++) {
         enum nomad_var_result rc;
 
-        sleep_until(start, 1.2 * i);
+        sleep_until(start, 0.7 * i);
         rc = nomad_var_lock_renew(client, NULL, "medic/renew", lock.lock_id, err, sizeof(err));
         if (rc != VAR_OK)
             fprintf(stderr, "renew %d: %s\n", i, err);
@@ -1152,11 +1172,11 @@ static void lock_renew_and_release(void **state)
 
     assert_int_equal(nomad_var_lock_release(client, NULL, "medic/renew", lock.lock_id, err, sizeof(err)), VAR_OK);
     assert_string_equal(err, "");
-    request = nth_request("PUT", "/v1/var/medic/renew", 6);
+    request = nth_request("PUT", "/v1/var/medic/renew", RENEW_COUNT + 3);
     assert_true(request_has_param(request, "lock-release"));
     cJSON_Delete(request);
 
-    /* Released: the ID is spent, and the variable stays without a lock. */
+    /* Released: the ID is spent (Nomad returns 409 and 500 here), and the variable stays without a lock. */
     assert_int_equal(nomad_var_lock_renew(client, NULL, "medic/renew", lock.lock_id, err, sizeof(err)), VAR_CONFLICT);
     assert_int_equal(nomad_var_lock_release(client, NULL, "medic/renew", lock.lock_id, err, sizeof(err)),
                      VAR_CONFLICT);
@@ -1178,22 +1198,25 @@ static void lock_expires_then_delay(void **state)
 
     (void)state;
     start = now_s();
-    assert_int_equal(nomad_var_lock_acquire(client, NULL, "medic/expire", 2, 2, NULL, &first, err, sizeof(err)),
+    assert_int_equal(nomad_var_lock_acquire(client, NULL, "medic/expire", 1, 2, NULL, &first, err, sizeof(err)),
                      VAR_OK);
     assert_non_null(first.lock_id);
 
-    /* TTL 2 s without renewal: lost at about 2 s, and the 2 s lock delay runs until about 4 s. */
-    sleep_until(start, 2.8);
+    /*
+     * TTL 1 s without renewal: lost at the latest 2 s after acquisition
+     * (twice the TTL), and the 2 s lock delay runs until at most 4 s.
+     */
+    sleep_until(start, 2.6);
     assert_int_equal(nomad_var_lock_renew(client, NULL, "medic/expire", first.lock_id, err, sizeof(err)),
                      VAR_CONFLICT);
     assert_contains(err, "was lost");
-    assert_int_equal(nomad_var_lock_acquire(client, NULL, "medic/expire", 2, 2, NULL, &second, err, sizeof(err)),
+    assert_int_equal(nomad_var_lock_acquire(client, NULL, "medic/expire", 1, 2, NULL, &second, err, sizeof(err)),
                      VAR_CONFLICT);
     assert_contains(err, "lock delay");
     nomad_var_free(&second);
 
-    sleep_until(start, 4.8);
-    rc = nomad_var_lock_acquire(client, NULL, "medic/expire", 2, 2, NULL, &second, err, sizeof(err));
+    sleep_until(start, 4.6);
+    rc = nomad_var_lock_acquire(client, NULL, "medic/expire", 1, 2, NULL, &second, err, sizeof(err));
     if (rc != VAR_OK)
         fprintf(stderr, "reacquire: %s\n", err);
     assert_int_equal(rc, VAR_OK);
@@ -1202,6 +1225,30 @@ static void lock_expires_then_delay(void **state)
     assert_int_equal(nomad_var_lock_release(client, NULL, "medic/expire", second.lock_id, err, sizeof(err)), VAR_OK);
     nomad_var_free(&first);
     nomad_var_free(&second);
+    nomad_client_free(client);
+}
+
+static void lock_on_missing_variable(void **state)
+{
+    struct nomad_client *client = new_client();
+    char err[512];
+
+    (void)state;
+    assert_int_equal(nomad_var_lock_renew(client, NULL, "medic/nolock", "9b1c0e52-0000-4000-8000-000000000001",
+                                          err, sizeof(err)), VAR_NOT_FOUND);
+    assert_string_equal(err, "");
+    assert_int_equal(nomad_var_lock_release(client, NULL, "medic/nolock", "9b1c0e52-0000-4000-8000-000000000001",
+                                            err, sizeof(err)), VAR_NOT_FOUND);
+    assert_string_equal(err, "");
+
+    /* A variable that never had a lock: there is nothing to renew or release. */
+    create_var(client, "medic/nolock", "{\"k\":\"v\"}");
+    assert_int_equal(nomad_var_lock_renew(client, NULL, "medic/nolock", "9b1c0e52-0000-4000-8000-000000000001",
+                                          err, sizeof(err)), VAR_CONFLICT);
+    assert_contains(err, "was lost");
+    assert_int_equal(nomad_var_lock_release(client, NULL, "medic/nolock", "9b1c0e52-0000-4000-8000-000000000001",
+                                            err, sizeof(err)), VAR_CONFLICT);
+    assert_contains(err, "is not held with this lock ID");
     nomad_client_free(client);
 }
 
@@ -1230,6 +1277,7 @@ int main(void)
         cmocka_unit_test_setup(lock_acquire_and_conflict, test_setup),
         cmocka_unit_test_setup(lock_renew_and_release, test_setup),
         cmocka_unit_test_setup(lock_expires_then_delay, test_setup),
+        cmocka_unit_test_setup(lock_on_missing_variable, test_setup),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
