@@ -80,16 +80,20 @@ class ToolsTestCase(unittest.TestCase):
             f.write(text)
         return path
 
-    def assert_binary_loads(self, config_path, what):
+    def assert_binary_loads(self, config_path, description):
         """Run the binary on config_path; fail with its message when it rejects the file. Return the plan."""
         proc = d.load_config_with_binary(config_path, self.tmp)
+        # plan exits 0, 1 (incomplete observation or an error) or 2; anything
+        # else, such as a sanitizer's abort, is a crash.
+        self.assertIn(proc.returncode, (0, 1, 2), "nomad-medic plan crashed on %s (exit %d):\n%s"
+                      % (description, proc.returncode, proc.stderr[-3000:]))
         try:
             plan = json.loads(proc.stdout)
         except ValueError:
             plan = None
         if not isinstance(plan, dict) or "actions" not in plan:
             self.fail("nomad-medic rejected %s (exit %d), or printed no plan:\n%s"
-                      % (what, proc.returncode, proc.stderr[-3000:]))
+                      % (description, proc.returncode, proc.stderr[-3000:]))
         return plan
 
 
@@ -348,6 +352,72 @@ class NodeJobTest(ToolsTestCase):
         path = self.write("node-enforce.conf", text)
         plan = self.assert_binary_loads(path, "the node job's configuration switched to enforce")
         self.assertEqual(plan["mode"], "enforce")
+
+
+class ExampleConfigTest(ToolsTestCase):
+    # Settings where the complete example departs from the built-in defaults on purpose.
+    INTENDED_DIFFERENCES = {
+        "listener.enabled": True,               # monitoring reads /healthz and /metrics
+        "rules.server_restart.enabled": False,  # needs a command that reaches the servers
+    }
+
+    def setUp(self):
+        super().setUp()
+        self.defaults = d.defaults()
+        self.cluster = d.read_libconfig(d.EXAMPLE_CONFIGS["cluster"])
+        self.node = d.read_libconfig(d.EXAMPLE_CONFIGS["node"])
+
+    @staticmethod
+    def value(config, dotted):
+        for part in dotted.split("."):
+            config = config[part]
+        return config
+
+    def test_examples_load_in_binary(self):
+        for scope, path in d.EXAMPLE_CONFIGS.items():
+            with self.subTest(example=os.path.basename(path)):
+                plan = self.assert_binary_loads(path, path)
+                self.assertEqual(plan["mode"], "dry-run")
+
+    def test_examples_load_in_enforce_mode(self):
+        for scope, path in d.EXAMPLE_CONFIGS.items():
+            with self.subTest(example=os.path.basename(path)):
+                with open(path, encoding="utf-8") as f:
+                    text, count = re.subn(r'mode = "dry-run";', 'mode = "enforce";', f.read())
+                self.assertEqual(count, 1, "%s should set controller.mode once" % path)
+                plan = self.assert_binary_loads(self.write(scope + "-enforce.conf", text), path + " in enforce mode")
+                self.assertEqual(plan["mode"], "enforce")
+
+    def test_cluster_example_sets_every_default(self):
+        example = set(d.setting_paths(self.cluster))
+        for name in d.setting_paths(self.defaults):
+            with self.subTest(setting=name):
+                self.assertIn(name, example)
+
+    def test_cluster_example_values_are_defaults(self):
+        for name in d.setting_paths(self.defaults):
+            with self.subTest(setting=name):
+                expected = self.INTENDED_DIFFERENCES.get(name, self.value(self.defaults, name))
+                self.assertEqual(self.value(self.cluster, name), expected)
+
+    def test_node_example_keeps_own_state_directory(self):
+        journal = self.node["journal"]["path"]
+        self.assertTrue(journal.startswith("/var/lib/nomad-medic-node/"), journal)
+        self.assertEqual(posixpath.dirname(self.node["controller"]["pause_file"]), posixpath.dirname(journal))
+
+    def test_node_example_listens_beside_cluster(self):
+        cluster_port = urlsplit("//" + self.cluster["listener"]["address"]).port
+        node_port = urlsplit("//" + self.node["listener"]["address"]).port
+        self.assertEqual(self.cluster["listener"]["address"], self.defaults["listener"]["address"])
+        self.assertNotEqual(node_port, cluster_port)
+
+    def test_node_example_coordination_is_default(self):
+        for name, value in self.node["coordination"].items():
+            with self.subTest(setting=name):
+                self.assertEqual(value, self.defaults["coordination"][name])
+
+    def test_node_example_lists_servers(self):
+        self.assertGreaterEqual(len(self.node["node"]["servers"]), 1)
 
 
 class JsonTwinTest(ToolsTestCase):

@@ -1052,7 +1052,7 @@ def variable_json(var, items):
 
 
 def zero_variable(namespace, path):
-    """Return the zero-valued variable Nomad sends in a 409 when the real one is hidden or absent."""
+    """Return the zero-valued variable that Nomad sends in a 409 when the real one is absent."""
     return {"Namespace": namespace, "Path": path, "CreateIndex": 0, "CreateTime": 0,
             "ModifyIndex": 0, "ModifyTime": 0}
 
@@ -1071,7 +1071,7 @@ def go_json_type(value):
 
 
 def json_field(obj, name):
-    """Return obj's value for name, matching the key case-insensitively as Go's encoding/json does."""
+    """Return obj's value for name; keys match case-insensitively, as in Go's encoding/json."""
     if name in obj:
         return obj[name]
     lowered = name.lower()
@@ -1282,7 +1282,8 @@ def parse_timeline(entries):
         if isinstance(op, dict):
             operation = copy.deepcopy(op)
         elif isinstance(op, str):
-            operation = {k: copy.deepcopy(v) for k, v in entry.items() if k not in ("at_s", "at_tick")}
+            operation = {key: copy.deepcopy(value) for key, value in entry.items()
+                         if key not in ("at_s", "at_tick")}
         else:
             raise ScenarioError("%s.op must be a mutate operation object or an op name" % where)
         if operation.get("op") not in MUTATION_OPS:
@@ -1363,9 +1364,10 @@ class ClusterState:
             servers = self.load_servers(scenario["servers"])
             derived = self.leader_address(servers)
             if leader is not None and leader != derived:
-                raise ScenarioError("scenario \"leader\" %r disagrees with \"servers\", whose leader "
-                                    "is %r; mark the leader with \"Leader\": true in servers "
-                                    "and drop \"leader\"" % (leader, derived))
+                raise ScenarioError(
+                    "scenario \"leader\" %r disagrees with \"servers\", whose leader is %r; "
+                    "mark the leader with \"Leader\": true in servers and drop \"leader\""
+                    % (leader, derived))
             leader = derived
 
         raft = deep_merge(default_raft(DEFAULT_LEADER if leader is None else leader),
@@ -1597,7 +1599,10 @@ class ClusterState:
         return None
 
     def answering_server(self):
-        """Return the server this test server plays: the leader, else the first alive one, else the first."""
+        """Return the server this test server plays: the leader, else the first alive one.
+
+        With no server alive it is the first server.
+        """
         if not self.servers:
             return None
         return (self.leader_server()
@@ -1780,7 +1785,10 @@ class ClusterState:
     # -- variables and locks (the caller must own self.cond) -------------------
 
     def store_variable(self, namespace, path, items, lock):
-        """Write a variable as one Raft entry and return it; an update keeps CreateIndex and CreateTime."""
+        """Write a variable as one Raft entry and return it.
+
+        An update keeps the variable's CreateIndex and CreateTime.
+        """
         key = (namespace, path)
         existing = self.variables.get(key)
         stamp = now_ns()
@@ -2989,10 +2997,12 @@ class NomadApi:
         problem = self.variable_problem(namespace, path, request["Items"])
         if problem:
             raise HttpError(400, RPC_400_PREFIX + problem)
+        canonical = None
         if lock is not None:
             # Nomad canonicalizes even a bare {"Lock": {}}: it gets a new ID and default
             # durations, and a write with the holder's ID keeps the lock.
-            lock = lock_json(canonical_lock(lock))
+            canonical = canonical_lock(lock)
+            lock = lock_json(canonical)
 
         state = self.state
         existing = state.variables.get((namespace, path))
@@ -3012,6 +3022,10 @@ class NomadApi:
             return self.variable_conflict(None, namespace, path, 0)
 
         var = state.store_variable(namespace, path, request["Items"], lock)
+        timer = state.locks.get((namespace, path))
+        if canonical is not None and timer is not None and timer["id"] == canonical["ID"]:
+            # Nomad renews with the stored TTL, which this write reset to its default.
+            timer["ttl_s"] = canonical["TTL"]
         reply = Reply.json(variable_json(var, request["Items"]))
         reply.index = var["ModifyIndex"]
         return reply

@@ -91,17 +91,18 @@ def main(argv=None):
         prog=os.path.basename(argv[0]),
         description="Record a Nomad agent restart for fake_nomad.py (loopback only).",
         allow_abbrev=False)
-    parser.add_argument("--server", required=True,
+    parser.add_argument("--server", required=True, metavar="URL",
                         help="fake_nomad base URL, such as http://127.0.0.1:4646; the host "
                              "must be in 127.0.0.0/8 or be [::1]")
-    parser.add_argument("--log", required=True,
+    parser.add_argument("--log", required=True, metavar="FILE",
                         help="file that receives one JSON line per run (created if missing)")
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--node", help="client node ID whose host agent is restarted")
-    target.add_argument("--server-name", help="Name of the server whose agent is restarted")
-    parser.add_argument("--exit", type=int, default=0, dest="exit_code",
+    target.add_argument("--node", metavar="ID", help="client node ID whose host agent is restarted")
+    target.add_argument("--server-name", metavar="NAME",
+                        help="Name of the server whose agent is restarted")
+    parser.add_argument("--exit", type=int, default=0, dest="exit_code", metavar="CODE",
                         help="exit status after reporting the restart (default 0)")
-    parser.add_argument("--sleep", type=float, default=0.0,
+    parser.add_argument("--sleep", type=float, default=0.0, metavar="S",
                         help="seconds to wait between the log line and the report (default 0)")
     args = parser.parse_args(argv[1:])
 
