@@ -83,6 +83,10 @@ struct run_telemetry {
     struct http_api *api;
     int holds_lock;
     long long last_complete_at;
+    /* From the last pass, for watching between passes. */
+    size_t last_proposed;
+    int last_pass_ok;
+    unsigned long long watch_index[WATCH_COUNT];
 };
 
 static struct run_telemetry no_telemetry;
@@ -116,6 +120,9 @@ static int live_pass_observed(struct controller *c, int read_only, const struct 
         else
             report_pass_text(stdout, &r, c->policy, title);
     }
+    t->last_proposed = r.proposed;
+    t->last_pass_ok = rc == 0 && r.complete;
+    memcpy(t->watch_index, r.snapshot.watch_index, sizeof(t->watch_index));
     if (t->metrics != NULL)
         telemetry_record_pass(t->metrics, &r, c->policy, c->journal, c->scope, monotonic_seconds() - started,
                               t->holds_lock);
@@ -362,6 +369,85 @@ static void wait_holding(struct coordination *coord, int holding, long seconds)
     }
 }
 
+/*
+ * Block on the watched lists (blocking queries with the indexes of the last
+ * pass) instead of listing everything again. per_page=1 keeps each answer
+ * small: only its X-Nomad-Index matters. Returns 1 when a list changed, 0
+ * when the wait ran out, -1 when a watch read failed.
+ */
+static int watch_for_change(struct nomad_client *client, const unsigned long long index[WATCH_COUNT], long wait_s)
+{
+    static const char *const bases[WATCH_COUNT] = {
+        "/v1/nodes?per_page=1",
+        "/v1/allocations?namespace=*&task_states=false&per_page=1",
+        "/v1/services?namespace=*",
+        "/v1/evaluations?namespace=*&per_page=1",
+    };
+    struct nomad_response resps[WATCH_COUNT];
+    char paths[WATCH_COUNT][192];
+    const char *list[WATCH_COUNT];
+    int which[WATCH_COUNT];
+    size_t n = 0;
+    int rc = 0;
+
+    for (int i = 0; i < WATCH_COUNT; i++) {
+        if (index[i] == 0)
+            continue;
+        snprintf(paths[n], sizeof(paths[n]), "%s&index=%llu&wait=%lds", bases[i], index[i], wait_s);
+        list[n] = paths[n];
+        which[n] = i;
+        nomad_response_init(&resps[n]);
+        n++;
+    }
+    if (n == 0)
+        return -1;
+    nomad_get_many(client, list, n, resps);
+    for (size_t i = 0; i < n; i++) {
+        if (resps[i].result != NOMAD_OK) {
+            log_warn("main", "watching %s failed: %s", bases[which[i]], resps[i].error);
+            rc = -1;
+        } else if (rc == 0 && resps[i].index > index[which[i]]) {
+            log_debug("main", "%s changed (index %llu -> %llu)", bases[which[i]], index[which[i]],
+                      (unsigned long long)resps[i].index);
+            rc = 1;
+        }
+        nomad_response_free(&resps[i]);
+    }
+    return rc;
+}
+
+/*
+ * Wait for the next pass on a quiet cluster: watch the lists until one
+ * changes, keeping the lock, and run a full pass at least every ten
+ * intervals anyway. A pass with proposed actions does not come here: their
+ * guards (grace, cooldown, rate limits, approvals) change with time alone.
+ */
+static void wait_watching(struct controller *c, struct coordination *coord, const struct run_telemetry *t)
+{
+    const struct policy *p = c->policy;
+    long long resync_at = (long long)time(NULL) + 10 * p->interval_s;
+    long chunk = p->interval_s;
+    char why[512];
+
+    /* Renew the lock between blocking reads, and stay answerable to SIGTERM. */
+    if (coord->lock_id != NULL && chunk > p->lock_ttl_s / 3)
+        chunk = p->lock_ttl_s / 3 > 0 ? p->lock_ttl_s / 3 : 1;
+    if (chunk > 10)
+        chunk = 10;
+    while (!stop_requested && !reload_requested && (long long)time(NULL) < resync_at) {
+        int changed = watch_for_change(c->client, t->watch_index, chunk);
+
+        if (coord->lock_id != NULL && coord_hold(coord, (long long)time(NULL), why, sizeof(why)) != LOCK_HELD)
+            return;
+        if (changed > 0)
+            return;
+        if (changed < 0) {
+            sleep_interruptible(chunk);
+            return;
+        }
+    }
+}
+
 /* Node scope: between passes, keep the heartbeat going and answer restart orders. */
 static void wait_as_node_agent(struct node_agent *agent, long seconds)
 {
@@ -474,6 +560,8 @@ int cmd_run(const struct cli_options *opts)
             break;
         if (node_scope)
             wait_as_node_agent(&agent, p.interval_s);
+        else if (state != LOCK_STANDBY && telemetry.last_pass_ok && telemetry.last_proposed == 0)
+            wait_watching(&c, &coord, &telemetry);
         else
             wait_holding(&coord, coord.lock_id != NULL,
                          state == LOCK_STANDBY && p.interval_s > 5 ? 5 : p.interval_s);

@@ -109,8 +109,12 @@ int coord_write_heartbeat(const struct policy *p, struct nomad_client *const *se
     snprintf(path, sizeof(path), "%s/heartbeat/%s", p->coord_prefix, node_id);
     snprintf(text, sizeof(text), "%lld", now);
     cJSON_AddStringToObject(items, "host_alive_at", text);
-    cJSON_AddStringToObject(items, "agent_healthy",
-                            agent_healthy == 1 ? "true" : agent_healthy == 0 ? "false" : "unknown");
+    if (agent_healthy == 1)
+        cJSON_AddStringToObject(items, "agent_healthy", "true");
+    else if (agent_healthy == 0)
+        cJSON_AddStringToObject(items, "agent_healthy", "false");
+    else
+        cJSON_AddStringToObject(items, "agent_healthy", "unknown");
     if (message != NULL && message[0] != '\0')
         cJSON_AddStringToObject(items, "agent_message", message);
     gethostname(host, sizeof(host) - 1);

@@ -7,7 +7,7 @@
  *                                   TTL/3 and releases it on a clean stop
  *   <prefix>/heartbeat/<node ID>    written by the node scope on each client
  *                                   host: proof that the host is alive, and
- *                                   what its local agent's health endpoint said
+ *                                   the result of its local agent's health check
  *   <prefix>/restart/<node ID>      a restart order, written by the cluster
  *                                   scope with check-and-set, carried out and
  *                                   answered by the node scope (node-agent executor)
@@ -23,7 +23,7 @@
 enum lock_state {
     LOCK_HELD = 0,        /* this instance holds the lock: it may act */
     LOCK_STANDBY,         /* another instance holds it (or its lock delay runs): do not act */
-    LOCK_UNAVAILABLE,     /* locks cannot be used (older Nomad, missing ACL, no answer) */
+    LOCK_UNAVAILABLE,     /* locks cannot be used (older Nomad, missing ACL, no response) */
 };
 
 struct coordination {

@@ -94,7 +94,7 @@ static int resolve_node_id(struct node_agent *a)
     return rc;
 }
 
-/* The local agent's client health: 1 healthy, 0 failing or not answering (message filled). */
+/* The local agent's client health: 1 healthy, 0 failing or not responding (message filled). */
 static int local_health(struct node_agent *a, char *message, size_t msgsz)
 {
     struct nomad_response resp;
@@ -140,7 +140,7 @@ static int set_order_state(struct node_agent *a, const char *path, const struct 
             *index = out.modify_index;
             rc = 0;
         } else if (vr == VAR_CONFLICT) {
-            log_warn("node-agent", "order %s changed while it was being answered; leaving it", path);
+            log_warn("node-agent", "order %s changed while its outcome was being written; leaving it", path);
             nomad_var_free(&out);
             break;
         } else {

@@ -80,8 +80,8 @@ static void strip_query(const char *path, char *out, size_t outsz)
  * the read under read_name. Returns 1 when the list was read completely,
  * 0 when a read failed, -1 on allocation failure.
  */
-static int read_list(struct source *src, struct snapshot *s, const char *read_name,
-                     const char *base_path, item_fn fn, void *ctx)
+static int read_list_indexed(struct source *src, struct snapshot *s, const char *read_name,
+                             const char *base_path, item_fn fn, void *ctx, unsigned long long *index_out)
 {
     char path[2048];
     char error[768] = "";
@@ -144,6 +144,8 @@ static int read_list(struct source *src, struct snapshot *s, const char *read_na
             }
         }
         cJSON_Delete(root);
+        if (pages == 0 && index_out != NULL)
+            *index_out = resp.index;
         pages++;
 
         if (rc == -1 || resp.next_token == NULL || resp.next_token[0] == '\0') {
@@ -177,6 +179,12 @@ static int read_list(struct source *src, struct snapshot *s, const char *read_na
         return snapshot_add_read(s, read_name, 0, error) == 0 ? 0 : -1;
     }
     return -1;
+}
+
+static int read_list(struct source *src, struct snapshot *s, const char *read_name,
+                     const char *base_path, item_fn fn, void *ctx)
+{
+    return read_list_indexed(src, s, read_name, base_path, fn, ctx, NULL);
 }
 
 static int add_node(struct snapshot *s, const cJSON *item, void *ctx)
@@ -318,6 +326,7 @@ static int list_service_pairs(struct source *src, struct snapshot *s, struct ser
         return snapshot_add_read(s, "services", 0, error) == 0 ? 0 : -1;
     }
     root = parse_body(path, &resp, error, sizeof(error));
+    s->watch_index[WATCH_SERVICES] = resp.index;
     nomad_response_free(&resp);
     if (root == NULL || !cJSON_IsArray(root)) {
         if (root != NULL)
@@ -1257,13 +1266,14 @@ int observe_cluster(struct source *src, const struct policy *p, struct snapshot 
     if (observe_leader(src, s) != 0)
         return -1;
 
-    rc = read_list(src, s, "nodes", "/v1/nodes", add_node, NULL);
+    rc = read_list_indexed(src, s, "nodes", "/v1/nodes", add_node, NULL, &s->watch_index[WATCH_NODES]);
     if (rc < 0)
         return -1;
     s->nodes_ok = rc;
 
     if (want_allocs) {
-        rc = read_list(src, s, "allocations", "/v1/allocations?namespace=*&task_states=false", add_alloc, NULL);
+        rc = read_list_indexed(src, s, "allocations", "/v1/allocations?namespace=*&task_states=false", add_alloc,
+                               NULL, &s->watch_index[WATCH_ALLOCATIONS]);
         if (rc < 0)
             return -1;
         s->allocs_ok = rc;
@@ -1271,7 +1281,8 @@ int observe_cluster(struct source *src, const struct policy *p, struct snapshot 
 
     if (p->system_gc.common.enabled) {
         s->evals_read = 1;
-        rc = read_list(src, s, "evaluations", "/v1/evaluations?namespace=*", count_eval, NULL);
+        rc = read_list_indexed(src, s, "evaluations", "/v1/evaluations?namespace=*", count_eval, NULL,
+                               &s->watch_index[WATCH_EVALUATIONS]);
         if (rc < 0)
             return -1;
         s->evals_ok = rc;

@@ -14,6 +14,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* "ok", "failing" or "unknown" for the heartbeat's tri-state agent health. */
+static const char *health_word(int healthy)
+{
+    if (healthy == 1)
+        return "ok";
+    if (healthy == 0)
+        return "failing";
+    return "unknown";
+}
+
 static int count_misses(const struct snap_node *n, long long since)
 {
     int count = 0;
@@ -73,8 +83,7 @@ static int assess_client(const struct snapshot *s, const struct policy *p, struc
         return -1;
     add_node_evidence(f, n, now);
     cJSON_AddNumberToObject(f->evidence, "host_alive_seconds_ago", (double)(now - hb->host_alive_at));
-    cJSON_AddStringToObject(f->evidence, "local_agent_health",
-                            hb->agent_healthy == 1 ? "ok" : hb->agent_healthy == 0 ? "failing" : "unknown");
+    cJSON_AddStringToObject(f->evidence, "local_agent_health", health_word(hb->agent_healthy));
     if (hb->agent_message != NULL)
         cJSON_AddStringToObject(f->evidence, "local_agent_message", hb->agent_message);
     f->reason = rules_format("client %s (%s) has been %s for %s while its host reported alive %s ago "
@@ -82,7 +91,7 @@ static int assess_client(const struct snapshot *s, const struct policy *p, struc
                              node_status_name(n->status),
                              policy_format_duration((long)(now - n->status_updated_at), d1, sizeof(d1)),
                              policy_format_duration((long)(now - hb->host_alive_at), d2, sizeof(d2)),
-                             hb->agent_healthy == 0 ? "failing" : hb->agent_healthy == 1 ? "ok" : "unknown",
+                             health_word(hb->agent_healthy),
                              hb->agent_message ? ": " : "", hb->agent_message ? hb->agent_message : "");
     f->basis = rules_format("node %s %s since %lld", n->id, node_status_name(n->status), n->status_updated_at);
     if (f->reason == NULL || f->basis == NULL)
@@ -145,15 +154,17 @@ static int assess_servers(const struct snapshot *s, const struct policy *p, stru
         cJSON_AddStringToObject(f->evidence, "address", srv->addr ? srv->addr : "");
         cJSON_AddStringToObject(f->evidence, "rpc_address", srv->rpc_addr ? srv->rpc_addr : "");
         cJSON_AddStringToObject(f->evidence, "serf_status", srv->serf_status ? srv->serf_status : "");
-        cJSON_AddStringToObject(f->evidence, "autopilot_healthy",
-                                srv->healthy == 1 ? "true" : srv->healthy == 0 ? "false" : "unknown");
+        cJSON_AddStringToObject(f->evidence, "autopilot_healthy", health_word(srv->healthy));
         cJSON_AddBoolToObject(f->evidence, "voter", srv->voter);
         cJSON_AddNumberToObject(f->evidence, "min_down_seconds", (double)p->server_restart.min_down_s);
         if (srv->node_id[0] != '\0')
             cJSON_AddStringToObject(f->evidence, "node_id", srv->node_id);
-        f->reason = rules_format("server %s (%s) is %s%s", srv->name, srv->rpc_addr ? srv->rpc_addr : "?",
-                                 failed ? "not alive in gossip: " : "unhealthy in autopilot",
-                                 failed ? (srv->serf_status ? srv->serf_status : "unknown") : "");
+        if (failed)
+            f->reason = rules_format("server %s (%s) is not alive in gossip: %s", srv->name,
+                                     srv->rpc_addr ? srv->rpc_addr : "?", srv->serf_status ? srv->serf_status : "unknown");
+        else
+            f->reason = rules_format("server %s (%s) is unhealthy in autopilot", srv->name,
+                                     srv->rpc_addr ? srv->rpc_addr : "?");
         f->basis = rules_format("server %s %s", srv->name, failed ? "failed" : "unhealthy");
         if (f->reason == NULL || f->basis == NULL)
             return -1;

@@ -26,6 +26,15 @@ enum alloc_status {
     ALLOC_OTHER,        /* a status this version does not know: never treated as terminal */
 };
 
+/* The lists `run` watches with blocking queries between passes. */
+enum watch_list {
+    WATCH_NODES = 0,
+    WATCH_ALLOCATIONS,
+    WATCH_SERVICES,
+    WATCH_EVALUATIONS,
+    WATCH_COUNT,
+};
+
 enum node_status {
     NODE_INITIALIZING = 0,
     NODE_READY,
@@ -149,6 +158,13 @@ struct snapshot {
     size_t services_failed;        /* per-service reads that failed */
     struct snap_service *services;
     size_t n_services, cap_services;
+
+    /*
+     * X-Nomad-Index of the first page of each watched list, for blocking
+     * queries between passes: nodes, allocations, services, evaluations.
+     * 0 when not read.
+     */
+    unsigned long long watch_index[4];
 
     struct snap_lookup *lookups;   /* sorted by alloc_id */
     size_t n_lookups, cap_lookups;

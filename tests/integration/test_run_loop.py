@@ -86,5 +86,44 @@ class RunLoop(MedicTestCase):
         self.assertIn("stop requested", text)
 
 
+class IdleWatch(MedicTestCase):
+    scenario = staticmethod(scenarios.healthy)
+
+    def test_idle_cluster_is_watched_not_relisted(self):
+        config = self.policy(mode="dry-run", interval="2s")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}
+        log = open(os.path.join(self.tmp, "run.log"), "w+")
+        child = subprocess.Popen([os.environ["NOMAD_MEDIC_BIN"], "run", "--config", config],
+                                 env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            time.sleep(7)
+            listings = [r for r in self.nomad.requests()
+                        if r["path"] == "/v1/nodes" and "index" not in r["params"]]
+            watches = [r for r in self.nomad.requests()
+                       if r["path"] == "/v1/nodes" and "index" in r["params"]]
+            self.assertEqual(len(listings), 1, "the idle cluster was listed again")
+            self.assertGreaterEqual(len(watches), 1)
+            # At most one watch request per wait period (2 s) over the 7 s.
+            self.assertLessEqual(len(watches), 4)
+            for request in watches:
+                self.assertEqual(request["params"]["wait"], "2s")
+
+            # A change wakes the watch and a pass lists the nodes again.
+            node = self.data["nodes"][0]["ID"]
+            self.nomad.mutate([{"op": "set_node_status", "id": node, "status": "down"}])
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                listings = [r for r in self.nomad.requests()
+                            if r["path"] == "/v1/nodes" and "index" not in r["params"]]
+                if len(listings) >= 2:
+                    break
+                time.sleep(0.2)
+            self.assertGreaterEqual(len(listings), 2)
+        finally:
+            child.send_signal(signal.SIGTERM)
+            self.assertEqual(child.wait(timeout=20), 0)
+            log.close()
+
+
 if __name__ == "__main__":
     unittest.main()
