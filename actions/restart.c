@@ -31,17 +31,63 @@ static int is_client(const struct journal_action *a)
     return strcmp(a->kind, "client_restart") == 0;
 }
 
-static void order_path(const struct policy *p, const char *target, char *buf, size_t bufsz)
-{
-    snprintf(buf, bufsz, "%s/restart/%s", p->coord_prefix, target);
-}
-
 /* A value from the row's evidence, or "" when absent. */
 static const char *evidence_field(const cJSON *evidence, const char *key)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(evidence, key);
 
     return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+/*
+ * The last part of the order's path, <prefix>/restart/<key>. A client's order
+ * sits under its node ID, which the node scope on that host watches. A server
+ * restart run by the node-agent executor goes to the node ID of the client on
+ * the same host for the same reason. Otherwise a server's order is
+ * "server-<member name>" with every character a Variable path may not hold
+ * replaced by '-', because member names contain dots ("nomad-1.global").
+ * Returns 0, or -1 with err filled when no valid key exists.
+ */
+static int order_key(const struct policy *p, const struct journal_action *a, char *key, size_t keysz,
+                     char *err, size_t errsz)
+{
+    cJSON *evidence;
+    size_t len;
+
+    if (is_client(a)) {
+        snprintf(key, keysz, "%s", a->target);
+        return 0;
+    }
+    if (p->server_restart.executor == EXECUTOR_NODE_AGENT) {
+        evidence = a->evidence != NULL ? cJSON_Parse(a->evidence) : NULL;
+        snprintf(key, keysz, "%s", evidence_field(evidence, "node_id"));
+        cJSON_Delete(evidence);
+        if (!is_uuid(key)) {
+            snprintf(err, errsz, "server %s has no client node on its host, so no node scope can take "
+                     "its restart order; set rules.server_restart.executor = \"exec\" and a command",
+                     a->target);
+            return -1;
+        }
+        return 0;
+    }
+    snprintf(key, keysz, "server-%s", a->target);
+    len = strlen(key);
+    for (size_t i = 0; i < len; i++) {
+        if (strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_~", key[i]) == NULL)
+            key[i] = '-';
+    }
+    return 0;
+}
+
+static int order_path(const struct policy *p, const struct journal_action *a, char *buf, size_t bufsz,
+                      char *err, size_t errsz)
+{
+    char key[160];
+
+    if (order_key(p, a, key, sizeof(key), err, errsz) != 0)
+        return -1;
+    snprintf(buf, bufsz, "%s/restart/%s", p->coord_prefix, key);
+    return 0;
 }
 
 /* Values that go into a command line must be plain names or addresses. */
@@ -101,7 +147,10 @@ static int write_order(const struct action_env *env, const struct journal_action
     cJSON *items = cJSON_CreateObject();
     enum nomad_var_result rc;
 
-    order_path(p, a->target, path, sizeof(path));
+    if (order_path(p, a, path, sizeof(path), err, errsz) != 0) {
+        cJSON_Delete(items);
+        return -1;
+    }
     snprintf(text, sizeof(text), "%lld", a->id);
     cJSON_AddStringToObject(items, "order_id", text);
     cJSON_AddStringToObject(items, "kind", a->kind);
@@ -225,6 +274,37 @@ static enum recheck_result recheck(const struct action_env *env, const struct jo
     return result;
 }
 
+/* 1 when Nomad answers that the cluster has no leader, 0 otherwise (a leader, or another failure). */
+static int cluster_has_no_leader(struct nomad_client *client)
+{
+    struct nomad_response resp;
+    int none;
+
+    nomad_response_init(&resp);
+    if (nomad_get(client, "/v1/status/leader", &resp) == 0)
+        none = resp.body != NULL && strcmp(resp.body, "\"\"") == 0;
+    else
+        none = resp.result == NOMAD_ERR_NO_LEADER;
+    nomad_response_free(&resp);
+    return none;
+}
+
+/*
+ * Without a leader no Variable can be read or written. A failed server is
+ * then restarted without its order: restarting it is how the quorum comes
+ * back. Only the exec executor can do that, because the node-agent executor
+ * works through the order. Returns 1 to go on without the order, else 0.
+ */
+static int may_restart_without_order(const struct action_env *env, const struct journal_action *a,
+                                     enum restart_executor ex, const char *path, const char *read_error)
+{
+    if (is_client(a) || ex != EXECUTOR_EXEC || !cluster_has_no_leader(env->client))
+        return 0;
+    log_warn("restart", "action id=%lld: the cluster has no leader, so the order %s cannot be written (%s); "
+             "restarting server %s without it", a->id, path, read_error, a->target);
+    return 1;
+}
+
 static int execute(const struct action_env *env, const struct journal_action *a, char *note, size_t notesz,
                    char *err, size_t errsz)
 {
@@ -233,11 +313,13 @@ static int execute(const struct action_env *env, const struct journal_action *a,
     cJSON *evidence = a->evidence ? cJSON_Parse(a->evidence) : NULL;
     struct nomad_var cur;
     long long index = 0;
+    int with_order = 1;
     char path[256];
     enum nomad_var_result rc;
     int result = -1;
 
-    order_path(p, a->target, path, sizeof(path));
+    if (order_path(p, a, path, sizeof(path), err, errsz) != 0)
+        goto out;
     memset(&cur, 0, sizeof(cur));
     rc = nomad_var_read(env->client, p->coord_namespace, path, 0, NULL, &cur, err, errsz);
     if (rc == VAR_OK) {
@@ -253,11 +335,13 @@ static int execute(const struct action_env *env, const struct journal_action *a,
         index = (long long)cur.modify_index;
     } else if (rc != VAR_NOT_FOUND) {
         nomad_var_free(&cur);
-        goto out;
+        if (!may_restart_without_order(env, a, ex, path, err))
+            goto out;
+        with_order = 0;
     }
     nomad_var_free(&cur);
 
-    if (write_order(env, a, "pending", NULL, &index, err, errsz) != 0)
+    if (with_order && write_order(env, a, "pending", NULL, &index, err, errsz) != 0)
         goto out;
     if (ex == EXECUTOR_NODE_AGENT) {
         snprintf(note, notesz, "order written to %s; the node scope on the host carries it out", path);
@@ -267,12 +351,17 @@ static int execute(const struct action_env *env, const struct journal_action *a,
     if (run_command(env, a, evidence, err, errsz) != 0) {
         char ignored[256];
 
-        write_order(env, a, "failed", err, &index, ignored, sizeof(ignored));
+        if (with_order)
+            write_order(env, a, "failed", err, &index, ignored, sizeof(ignored));
         goto out;
     }
-    if (write_order(env, a, "running", "restart command ran", &index, err, errsz) != 0)
+    if (with_order && write_order(env, a, "running", "restart command ran", &index, err, errsz) != 0)
         log_warn("restart", "action id=%lld: updating order %s failed: %s", a->id, path, err);
-    snprintf(note, notesz, "restart command ran; waiting for %s to come back", a->target);
+    if (with_order)
+        snprintf(note, notesz, "restart command ran; waiting for %s to come back", a->target);
+    else
+        snprintf(note, notesz, "restart command ran without an order (no cluster leader); waiting for %s "
+                 "to come back", a->target);
     result = 1;
 out:
     cJSON_Delete(evidence);
@@ -303,12 +392,16 @@ static enum poll_result poll(const struct action_env *env, const struct snapshot
                              char *note, size_t notesz)
 {
     const struct policy *p = env->policy;
-    const struct snap_order *order = snapshot_find_order(s, a->target);
+    const struct snap_order *order = NULL;
     long timeout = is_client(a) ? p->client_restart.ready_timeout_s : p->server_restart.ready_timeout_s;
     long long started = a->updated_at;
     char d[32];
+    char key[160];
+    char ignored[256];
     int ready = 0;
 
+    if (order_key(p, a, key, sizeof(key), ignored, sizeof(ignored)) == 0)
+        order = snapshot_find_order(s, key);
     if (is_client(a)) {
         const struct snap_node *n = snapshot_find_node(s, a->target);
 
@@ -331,7 +424,7 @@ static enum poll_result poll(const struct action_env *env, const struct snapshot
     }
     if (order != NULL && order->state != NULL && strcmp(order->state, "failed") == 0) {
         snprintf(note, notesz, "the restart order failed on the host; see %s/restart/%s", p->coord_prefix,
-                 a->target);
+                 key);
         return POLL_FAILED;
     }
     if (env->now - started > timeout) {

@@ -554,6 +554,16 @@ int cmd_run(const struct cli_options *opts)
             c.coordination_problem = NULL;
         }
         telemetry.holds_lock = node_scope || state == LOCK_HELD || !policy_may_act(&p, "cluster");
+        if (state == LOCK_STANDBY && telemetry.api != NULL) {
+            /* A standby is alive and ready to take over: healthy, but not ready (it holds no lock). */
+            struct http_api_status status = {0};
+
+            status.last_pass_finished_at = (long long)time(NULL);
+            status.last_complete_observation_at = telemetry.last_complete_at;
+            status.holds_lock = 0;
+            status.scope = c.scope;
+            http_api_update(telemetry.api, &status);
+        }
         if (state != LOCK_STANDBY && live_pass_observed(&c, 0, opts, 0, "Pass", &telemetry) != EXIT_OK)
             log_error("main", "pass failed; retrying after the interval");
         if (stop_requested)

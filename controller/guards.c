@@ -56,25 +56,65 @@ static int block(struct finding *f, const char *guard, const char *fmt, ...)
     return 1;
 }
 
+static int is_restart(const struct finding *f)
+{
+    return strcmp(f->rule, RULE_CLIENT_RESTART) == 0 || strcmp(f->rule, RULE_SERVER_RESTART) == 0;
+}
+
+/*
+ * Down or disconnected nodes whose host has not written a fresh heartbeat.
+ * A fresh heartbeat went through the servers, so that host is not cut off:
+ * after a full outage every client may be down while every host is back, and
+ * those nodes say nothing about a partition. With unread heartbeats every
+ * down node counts.
+ */
+static size_t unreachable_nodes(const struct snapshot *s, const struct policy *p)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < s->n_nodes; i++) {
+        const struct snap_node *node = &s->nodes[i];
+        const struct snap_heartbeat *hb;
+
+        if (node->status != NODE_DOWN && node->status != NODE_DISCONNECTED)
+            continue;
+        hb = s->heartbeats_ok ? snapshot_find_heartbeat(s, node->id) : NULL;
+        n += hb == NULL || hb->host_alive_at <= 0 ||
+             s->observed_at - hb->host_alive_at > p->client_restart.heartbeat_max_age_s;
+    }
+    return n;
+}
+
+/*
+ * The breaker covers actions that touch nodes, and restarts of both kinds:
+ * many clients cut off at once points to a partition, where restarting a
+ * server that looks failed from this side does not help. A server restart
+ * without a leader is exempt, because then the node list cannot be read and
+ * the missing quorum is the problem.
+ */
 static int check_breaker(struct guard_state *g, struct finding *f)
 {
     const struct snapshot *s = g->snapshot;
+    int restart = is_restart(f);
     size_t unhealthy;
     double share;
 
-    if (!f->action->touches_nodes)
+    if (!f->action->touches_nodes && !restart)
+        return 0;
+    if (strcmp(f->rule, RULE_SERVER_RESTART) == 0 && !s->leader_ok)
         return 0;
     if (!s->nodes_ok)
         return block(f, "breaker", "the node list was not read completely, so the share of "
                      "unhealthy nodes is unknown");
     if (s->n_nodes == 0 || (int)s->n_nodes < g->policy->breaker_min_nodes)
         return 0;
-    unhealthy = snapshot_unhealthy_nodes(s);
+    unhealthy = restart ? unreachable_nodes(s, g->policy) : snapshot_unhealthy_nodes(s);
     share = (double)unhealthy / (double)s->n_nodes;
     if (share > g->policy->breaker_max_unhealthy)
-        return block(f, "breaker", "%zu of %zu nodes (%.0f%%) are down or disconnected, above the "
+        return block(f, "breaker", "%zu of %zu nodes (%.0f%%) are down or disconnected%s, above the "
                      "%.0f%% limit; this looks like a partition or a server problem",
-                     unhealthy, s->n_nodes, share * 100.0, g->policy->breaker_max_unhealthy * 100.0);
+                     unhealthy, s->n_nodes, share * 100.0, restart ? " without a fresh host heartbeat" : "",
+                     g->policy->breaker_max_unhealthy * 100.0);
     return 0;
 }
 
@@ -110,6 +150,47 @@ static size_t orders_in_flight(const struct snapshot *s, const char *kind)
     return n;
 }
 
+/*
+ * Restarts of kind in flight: the larger of the orders in the snapshot and
+ * this instance's executing rows. Orders also show another instance's
+ * restarts; the rows cover a server restart run without an order because
+ * there was no leader. Returns 0, or -1 with err filled.
+ */
+static int restarts_in_flight(const struct guard_state *g, const char *kind, size_t *n, char *err, size_t errsz)
+{
+    struct journal_action *rows = NULL;
+    size_t count = 0;
+    size_t executing = 0;
+
+    *n = orders_in_flight(g->snapshot, kind);
+    if (g->journal == NULL)
+        return 0;
+    if (journal_action_list(g->journal, 1u << JS_EXECUTING, 0, &rows, &count, err, errsz) != JOURNAL_OK)
+        return -1;
+    for (size_t i = 0; i < count; i++)
+        executing += rows[i].kind != NULL && strcmp(rows[i].kind, kind) == 0;
+    journal_action_list_free(rows, count);
+    if (executing > *n)
+        *n = executing;
+    return 0;
+}
+
+/* 1 when this instance's journal has a restart of f's target executing. */
+static int own_restart_running(const struct guard_state *g, const struct finding *f)
+{
+    struct journal_action open;
+    char err[256];
+    int running;
+
+    if (g->journal == NULL)
+        return 0;
+    memset(&open, 0, sizeof(open));
+    running = journal_action_find_open(g->journal, f->idem_key, &open, err, sizeof(err)) == JOURNAL_OK &&
+              open.state == JS_EXECUTING;
+    journal_action_free(&open);
+    return running;
+}
+
 static const struct snap_server *unhealthy_server(const struct snapshot *s)
 {
     for (size_t i = 0; i < s->n_servers; i++) {
@@ -121,12 +202,25 @@ static const struct snap_server *unhealthy_server(const struct snapshot *s)
     return NULL;
 }
 
-/* Restarts go servers first, one server at a time, and never more than max_parallel clients. */
-static int check_ordering(struct guard_state *g, struct finding *f)
+/*
+ * Restarts go servers first, one server at a time, and never more than
+ * max_parallel clients. Returns 1 when f was blocked, 0 when it may go on,
+ * -1 on a journal error.
+ */
+static int check_ordering(struct guard_state *g, struct finding *f, char *err, size_t errsz)
 {
     const struct snapshot *s = g->snapshot;
     const struct policy *p = g->policy;
-    size_t servers_busy = orders_in_flight(s, "server_restart") + (size_t)g->started_servers;
+    size_t servers_busy;
+
+    if (!is_restart(f))
+        return 0;
+    if (restarts_in_flight(g, "server_restart", &servers_busy, err, errsz) != 0)
+        return -1;
+    servers_busy += (size_t)g->started_servers;
+    if (own_restart_running(g, f))
+        return block(f, "ordering", "the restart of %s is still in flight; the next pass checks whether it "
+                     "came back", f->target);
 
     if (strcmp(f->rule, RULE_SERVER_RESTART) == 0) {
         const struct snap_server *target = NULL;
@@ -157,9 +251,12 @@ static int check_ordering(struct guard_state *g, struct finding *f)
 
     if (strcmp(f->rule, RULE_CLIENT_RESTART) == 0) {
         const struct snap_server *bad = unhealthy_server(s);
-        size_t clients_busy = orders_in_flight(s, "client_restart") + (size_t)g->started_clients;
+        size_t clients_busy;
         char d1[32], d2[32];
 
+        if (restarts_in_flight(g, "client_restart", &clients_busy, err, errsz) != 0)
+            return -1;
+        clients_busy += (size_t)g->started_clients;
         if (!s->autopilot_ok)
             return block(f, "ordering", "autopilot health could not be read, so server health is unknown");
         if (!s->autopilot_healthy)
@@ -193,7 +290,8 @@ int guards_check(struct guard_state *g, struct finding *f, char *err, size_t err
 
     if (g->paused)
         return block(f, "pause", "pause file %s exists; remove it to resume", p->pause_file);
-    if (!s->leader_ok) {
+    /* A failed server is what a missing leader needs restarted; rules_restart.c keeps it to failed servers. */
+    if (!s->leader_ok && strcmp(f->rule, RULE_SERVER_RESTART) != 0) {
         const struct snap_read *r = snapshot_find_read(s, "leader");
 
         return block(f, "leader", "no known cluster leader (%s)", r && r->error ? r->error : "not read");
@@ -202,8 +300,9 @@ int guards_check(struct guard_state *g, struct finding *f, char *err, size_t err
         return block(f, "reads", "%s", f->failed_read);
     if (check_breaker(g, f))
         return 1;
-    if (check_ordering(g, f))
-        return 1;
+    rc = check_ordering(g, f, err, errsz);
+    if (rc != 0)
+        return rc;
     if (f->action->precheck(s, f->target, why, sizeof(why)) != 0)
         return block(f, "precheck", "%s", why);
 

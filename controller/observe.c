@@ -40,7 +40,8 @@ static int grow(void **array, size_t *cap, size_t n, size_t size)
 
     if (n < *cap)
         return 0;
-    new_cap = *cap ? *cap * 2 : 64;
+    /* 1.5x growth: a large list overshoots its size by less than doubling would. */
+    new_cap = *cap ? *cap + *cap / 2 : 64;
     grown = realloc(*array, new_cap * size);
     if (grown == NULL)
         return -1;
@@ -189,9 +190,9 @@ static int read_list(struct source *src, struct snapshot *s, const char *read_na
 
 static int add_node(struct snapshot *s, const cJSON *item, void *ctx)
 {
-    (void)ctx;
     struct snap_node *n;
 
+    (void)ctx;
     if (grow((void **)&s->nodes, &s->cap_nodes, s->n_nodes, sizeof(*s->nodes)) != 0)
         return -1;
     n = &s->nodes[s->n_nodes];
@@ -209,19 +210,17 @@ static int add_node(struct snapshot *s, const cJSON *item, void *ctx)
 
 static int add_alloc(struct snapshot *s, const cJSON *item, void *ctx)
 {
-    (void)ctx;
     struct snap_alloc *a;
     const char *desired = json_string(item, "DesiredStatus");
     const cJSON *mtime = cJSON_GetObjectItemCaseSensitive(item, "ModifyTime");
 
+    (void)ctx;
     if (grow((void **)&s->allocs, &s->cap_allocs, s->n_allocs, sizeof(*s->allocs)) != 0)
         return -1;
     a = &s->allocs[s->n_allocs];
     memset(a, 0, sizeof(*a));
     copy_id(a->id, json_string(item, "ID"));
     copy_id(a->node_id, json_string(item, "NodeID"));
-    a->namespace_name = dup_or_null(json_string(item, "Namespace"));
-    a->job_id = dup_or_null(json_string(item, "JobID"));
     a->client_status = alloc_status_parse(json_string(item, "ClientStatus"));
     a->desired_stop = desired != NULL && (strcmp(desired, "stop") == 0 || strcmp(desired, "evict") == 0);
     /* ModifyTime is Unix nanoseconds, beyond a double's exact range; seconds are all we need. */
@@ -235,9 +234,9 @@ static int add_alloc(struct snapshot *s, const cJSON *item, void *ctx)
 
 static int count_eval(struct snapshot *s, const cJSON *item, void *ctx)
 {
-    (void)ctx;
     const char *status = json_string(item, "Status");
 
+    (void)ctx;
     s->evals_total++;
     if (status != NULL && (strcmp(status, "complete") == 0 || strcmp(status, "failed") == 0 ||
                            strcmp(status, "canceled") == 0))
@@ -247,8 +246,21 @@ static int count_eval(struct snapshot *s, const cJSON *item, void *ctx)
 
 static int add_service(struct snapshot *s, const cJSON *item, void *ctx)
 {
-    (void)ctx;
     struct snap_service *r;
+    const struct snap_alloc *alloc;
+    const char *alloc_id = json_string(item, "AllocID");
+
+    (void)ctx;
+    /*
+     * Keep only what can be an orphan: a registration whose allocation is in
+     * the complete list and not terminal is live, so memory follows the
+     * orphans rather than the cluster.
+     */
+    alloc = s->allocs_ok && alloc_id != NULL ? snapshot_find_alloc(s, alloc_id) : NULL;
+    if (alloc != NULL && !alloc_status_is_terminal(alloc->client_status)) {
+        s->services_live++;
+        return 0;
+    }
 
     if (grow((void **)&s->services, &s->cap_services, s->n_services, sizeof(*s->services)) != 0)
         return -1;
@@ -397,6 +409,12 @@ static char *service_path(const struct service_pair *pair, int per_page)
     return path;
 }
 
+/* Registrations are read in batches, so the responses in memory at once stay bounded. */
+#define SERVICE_BATCH 128
+
+static int process_service_batch(struct source *src, struct snapshot *s, const struct service_pair *pairs,
+                                 char **paths, struct nomad_response *resps, size_t n_pairs);
+
 /*
  * Read every registration of every pair. First pages go out concurrently;
  * a service with more than one page is finished with read_list().
@@ -421,17 +439,50 @@ static int observe_registrations(struct source *src, struct snapshot *s)
         return 0;
     }
 
-    paths = calloc(n_pairs, sizeof(*paths));
-    resps = calloc(n_pairs, sizeof(*resps));
+    paths = calloc(SERVICE_BATCH, sizeof(*paths));
+    resps = calloc(SERVICE_BATCH, sizeof(*resps));
     if (paths == NULL || resps == NULL)
         goto oom;
-    for (size_t i = 0; i < n_pairs; i++) {
-        paths[i] = service_path(&pairs[i], src->per_page);
-        if (paths[i] == NULL)
+    for (size_t first = 0; first < n_pairs; first += SERVICE_BATCH) {
+        size_t batch = n_pairs - first < SERVICE_BATCH ? n_pairs - first : SERVICE_BATCH;
+
+        for (size_t k = 0; k < batch; k++) {
+            paths[k] = service_path(&pairs[first + k], src->per_page);
+            nomad_response_init(&resps[k]);
+            if (paths[k] == NULL)
+                goto oom;
+        }
+        source_get_many(src, (const char *const *)paths, batch, resps);
+        if (process_service_batch(src, s, pairs + first, paths, resps, batch) != 0)
             goto oom;
-        nomad_response_init(&resps[i]);
+        for (size_t k = 0; k < batch; k++) {
+            free(paths[k]);
+            paths[k] = NULL;
+            nomad_response_free(&resps[k]);
+        }
     }
-    source_get_many(src, (const char *const *)paths, n_pairs, resps);
+    rc = 0;
+    goto out;
+
+oom:
+    rc = -1;
+out:
+    for (size_t k = 0; paths != NULL && k < SERVICE_BATCH; k++) {
+        free(paths[k]);
+        if (resps != NULL)
+            nomad_response_free(&resps[k]);
+    }
+    free(paths);
+    free(resps);
+    free_pairs(pairs, n_pairs);
+    return rc;
+}
+
+/* Turn one batch of per-service responses into registrations. Returns 0, or -1 on allocation failure. */
+static int process_service_batch(struct source *src, struct snapshot *s, const struct service_pair *pairs,
+                                 char **paths, struct nomad_response *resps, size_t n_pairs)
+{
+    int rc;
 
     for (size_t i = 0; i < n_pairs; i++) {
         char read_name[600];
@@ -485,21 +536,10 @@ static int observe_registrations(struct source *src, struct snapshot *s)
         if (snapshot_add_read(s, read_name, 1, NULL) != 0)
             goto oom;
     }
-    rc = 0;
-    goto out;
+    return 0;
 
 oom:
-    rc = -1;
-out:
-    for (size_t i = 0; paths != NULL && i < n_pairs; i++) {
-        free(paths[i]);
-        if (resps != NULL)
-            nomad_response_free(&resps[i]);
-    }
-    free(paths);
-    free(resps);
-    free_pairs(pairs, n_pairs);
-    return rc;
+    return -1;
 }
 
 static int add_lookup(struct snapshot *s, const char *alloc_id, enum lookup_state state,

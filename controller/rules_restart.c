@@ -187,6 +187,20 @@ int rules_assess_restarts(const struct snapshot *s, const struct policy *p, stru
         all[i]->enabled = common[i]->enabled;
         if (!all[i]->enabled)
             continue;
+        /*
+         * Without a leader no instance can hold the lock or read a Variable,
+         * and only the servers' gossip can be judged. Restarting a failed
+         * server is then how the quorum comes back, so the server rule needs
+         * the servers alone. Autopilot needs a leader too, so only servers
+         * that are not alive in gossip become candidates.
+         */
+        if (all[i] == server && !s->leader_ok) {
+            if (!s->servers_ok && rules_skip(s, all[i], "servers") != 0)
+                return -1;
+            if (all[i]->skipped_because == NULL)
+                all[i]->evaluated = 1;
+            continue;
+        }
         if (s->coordination_problem != NULL) {
             all[i]->skipped_because = rules_format("restarts need the leadership lock: %s",
                                                    s->coordination_problem);

@@ -23,10 +23,6 @@ void snapshot_free(struct snapshot *s)
         free(s->nodes[i].datacenter);
         free(s->nodes[i].last_event);
     }
-    for (size_t i = 0; i < s->n_allocs; i++) {
-        free(s->allocs[i].namespace_name);
-        free(s->allocs[i].job_id);
-    }
     for (size_t i = 0; i < s->n_services; i++) {
         free(s->services[i].id);
         free(s->services[i].service_name);

@@ -91,8 +91,6 @@ struct snap_order {
 struct snap_alloc {
     char id[UUID_LEN + 1];
     char node_id[UUID_LEN + 1];
-    char *namespace_name;
-    char *job_id;
     enum alloc_status client_status;
     int desired_stop;              /* DesiredStatus is stop or evict */
     long long modify_time_s;       /* ModifyTime converted from ns to s */
@@ -156,6 +154,7 @@ struct snapshot {
     int services_read;             /* registrations were requested in this pass */
     int services_ok;               /* the list of services and every per-service read succeeded */
     size_t services_failed;        /* per-service reads that failed */
+    size_t services_live;          /* registrations of live allocations, counted but not kept */
     struct snap_service *services;
     size_t n_services, cap_services;
 

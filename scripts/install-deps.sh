@@ -8,6 +8,7 @@ packages=(
   libcmocka-dev python3 sqlite3 libssl-dev
   containernetworking-plugins iptables nftables iproute2
   libmicrohttpd-dev prometheus
+  golang-go golang-github-hashicorp-hcl-v2-dev jq systemd
 )
 
 run_as_root() {

@@ -135,10 +135,8 @@ job "nomad-medic-cluster" {
         # healthy. /readyz answers 200 only on the instance that holds the
         # lock and saw the cluster completely, so it would mark the standby
         # as failing: use it in dashboards and alerts, not as a Nomad check.
-        # NOTE: a standby in approve or enforce mode runs no pass, and
-        # /healthz only counts finished passes, so it answers 503 there
-        # (tests/deploy/test_standby.py). Until that changes, run this job
-        # in those modes with count = 1.
+        # A standby runs no pass, but its attempts to take the lock keep its
+        # /healthz at 200 (tests/deploy/test_standby.py).
         check {
           name     = "healthz"
           type     = "http"

@@ -100,6 +100,7 @@ MUTATION_OPS = (
     "remove_service", "remove_registration", "set_node_status", "add_node", "remove_node",
     "add_eval", "remove_eval", "set_leader", "set_known_leader", "set_autopilot_healthy",
     "set_server_status", "set_server_healthy", "set_variable", "delete_variable",
+    "add_job", "remove_job",
 )
 # The scheduler thread wakes at least this often (seconds) to run due work.
 SCHEDULER_IDLE_S = 0.5
@@ -392,7 +393,18 @@ def fill_node(raw, position, load_ns):
         "SecretID": "",
     }
 
-    node.update(copy.deepcopy(raw))
+    overrides = copy.deepcopy(raw)
+    # "Version" is a scenario shortcut: Nomad's Node has no such field, and the
+    # list stub's Version is Attributes["nomad.version"].
+    version = overrides.pop("Version", None)
+    # These objects merge key by key, so {"ReservedResources": {"Memory":
+    # {"MemoryMB": 512}}} keeps the other defaults.
+    for field in ("Attributes", "NodeResources", "ReservedResources"):
+        if isinstance(overrides.get(field), dict):
+            node[field] = deep_merge(node[field], overrides.pop(field))
+    node.update(overrides)
+    if version is not None:
+        node["Attributes"] = dict(node.get("Attributes") or {}, **{"nomad.version": str(version)})
     node["Drain"] = node.get("DrainStrategy") is not None
     node["StatusUpdatedAt"] = relative_time(node.get("StatusUpdatedAt"), load_s)
     # The SecretID never leaves a real server.
@@ -710,6 +722,169 @@ def alloc_stub(alloc, with_task_states, with_resources):
     return stub
 
 
+# ClientStatus of an alloc -> its counter in a JobSummary's per-group summary.
+SUMMARY_COUNTERS = {"pending": "Starting", "running": "Running", "complete": "Complete",
+                    "failed": "Failed", "lost": "Lost", "unknown": "Unknown"}
+# A task group's disconnect block as Nomad stores it (structs.DisconnectStrategy):
+# LostAfter is a plain duration (0 when unset), StopOnClientAfter a pointer (null).
+DEFAULT_DISCONNECT = {"LostAfter": 0, "StopOnClientAfter": None, "Replace": True,
+                      "Reconcile": "best_score"}
+
+
+def fill_task_group(raw, job_id, position, where):
+    """Return a full TaskGroup from a partial one; raises ScenarioError naming the field.
+
+    Disconnect, when given, merges over DEFAULT_DISCONNECT. Durations
+    (LostAfter, StopOnClientAfter, MaxClientDisconnect,
+    StopAfterClientDisconnect) are integer nanoseconds, as on the wire.
+    """
+    if not isinstance(raw, dict):
+        raise ScenarioError("%s must be an object" % where)
+    name = raw.get("Name") or (job_id if position == 0 else "%s-%d" % (job_id, position + 1))
+    for field in ("LostAfter", "StopOnClientAfter"):
+        value = (raw.get("Disconnect") or {}).get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ScenarioError("%s.Disconnect.%s must be nanoseconds (an integer) or null"
+                                % (where, field))
+    for field in ("MaxClientDisconnect", "StopAfterClientDisconnect"):
+        value = raw.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ScenarioError("%s.%s must be nanoseconds (an integer) or null" % (where, field))
+    group = {
+        "Name": name,
+        "Count": 1,
+        "Constraints": None,
+        "Affinities": None,
+        "Spreads": None,
+        "RestartPolicy": {"Attempts": 2, "Interval": 1_800_000_000_000,
+                          "Delay": 15_000_000_000, "Mode": "fail", "RenderTemplates": False},
+        "ReschedulePolicy": {"Attempts": 0, "Interval": 0, "Delay": 30_000_000_000,
+                             "DelayFunction": "exponential", "MaxDelay": 3_600_000_000_000,
+                             "Unlimited": True},
+        "Disconnect": None,
+        "MaxClientDisconnect": None,
+        "StopAfterClientDisconnect": None,
+        "PreventRescheduleOnLost": False,
+        "Networks": None,
+        "Services": None,
+        "Tasks": [{
+            "Name": name,
+            "Driver": "docker",
+            "User": "",
+            "Config": {"image": "registry.example/%s:1.0" % job_id},
+            "Env": None,
+            "Services": None,
+            "Resources": {"CPU": 100, "MemoryMB": 256, "MemoryMaxMB": 0, "DiskMB": 0,
+                          "Networks": None},
+            "Lifecycle": None,
+            "KillTimeout": 5_000_000_000,
+            "ShutdownDelay": 0,
+            "Leader": False,
+        }],
+        "EphemeralDisk": {"Migrate": False, "SizeMB": 300, "Sticky": False},
+        "Meta": None,
+    }
+    overrides = copy.deepcopy(raw)
+    disconnect = overrides.pop("Disconnect", None)
+    group.update(overrides)
+    if isinstance(disconnect, dict):
+        group["Disconnect"] = dict(DEFAULT_DISCONNECT, **disconnect)
+    return group
+
+
+def fill_job(raw, region, load_ns, where):
+    """Return a full Job from a partial one (ID is enough); raises ScenarioError.
+
+    TaskGroups defaults to one group named after the job; each group is
+    filled by fill_task_group().
+    """
+    job_id = raw["ID"]
+    raw_groups = raw.get("TaskGroups", [{}])
+    if not isinstance(raw_groups, list):
+        raise ScenarioError("%s.TaskGroups must be a JSON array" % where)
+    groups = [fill_task_group(group, job_id, position, "%s.TaskGroups[%d]" % (where, position))
+              for position, group in enumerate(raw_groups)]
+    names = [group["Name"] for group in groups]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ScenarioError("%s: duplicate task group Name %s" % (where, ", ".join(duplicates)))
+    job = {
+        "Region": region,
+        "Namespace": "default",
+        "ID": job_id,
+        "ParentID": "",
+        "Name": job_id,
+        "Type": "service",
+        "Priority": 50,
+        "AllAtOnce": False,
+        "Datacenters": ["dc1"],
+        "NodePool": "default",
+        "Constraints": None,
+        "Affinities": None,
+        "Spreads": None,
+        "Update": {"Stagger": 30_000_000_000, "MaxParallel": 1},
+        "Periodic": None,
+        "ParameterizedJob": None,
+        "Dispatched": False,
+        "Payload": None,
+        "Meta": None,
+        "Stop": False,
+        "Status": "running",
+        "StatusDescription": "",
+        "Stable": True,
+        "Version": 0,
+        "SubmitTime": load_ns - 3_600 * 1_000_000_000,
+    }
+    overrides = {key: copy.deepcopy(value) for key, value in raw.items() if key != "TaskGroups"}
+    job.update(overrides)
+    job["TaskGroups"] = groups
+    job["SubmitTime"] = relative_time(job.get("SubmitTime"), load_ns)
+    return job
+
+
+def job_stub(job, allocs):
+    """Return a JobListStub, with a JobSummary counted from the allocs of that job."""
+    summary = {group["Name"]: {"Queued": 0, "Complete": 0, "Failed": 0, "Running": 0,
+                               "Starting": 0, "Lost": 0, "Unknown": 0}
+               for group in job.get("TaskGroups") or []}
+    for alloc in allocs:
+        if alloc.get("Namespace") != job["Namespace"] or alloc.get("JobID") != job["ID"]:
+            continue
+        counters = summary.get(alloc.get("TaskGroup"))
+        counter = SUMMARY_COUNTERS.get(alloc.get("ClientStatus"))
+        if counters is not None and counter is not None:
+            counters[counter] += 1
+    return {
+        "ID": job["ID"],
+        "ParentID": job.get("ParentID", ""),
+        "Name": job.get("Name"),
+        "Namespace": job["Namespace"],
+        "Datacenters": job.get("Datacenters"),
+        "Multiregion": None,
+        "Type": job.get("Type"),
+        "Priority": job.get("Priority"),
+        "Periodic": job.get("Periodic") is not None,
+        "ParameterizedJob": job.get("ParameterizedJob") is not None,
+        "Stop": job.get("Stop", False),
+        "Status": job.get("Status"),
+        "StatusDescription": job.get("StatusDescription", ""),
+        "JobSummary": {
+            "JobID": job["ID"],
+            "Namespace": job["Namespace"],
+            "Summary": summary,
+            "Children": {"Pending": 0, "Running": 0, "Dead": 0},
+            "CreateIndex": job["CreateIndex"],
+            "ModifyIndex": job["ModifyIndex"],
+        },
+        "CreateIndex": job["CreateIndex"],
+        "ModifyIndex": job["ModifyIndex"],
+        "JobModifyIndex": job["JobModifyIndex"],
+        "SubmitTime": job.get("SubmitTime"),
+        "Meta": job.get("Meta"),
+        "NodePool": job.get("NodePool"),
+    }
+
+
 def fill_eval(raw, load_ns):
     eval_id = raw["ID"]
     create_ns = relative_time(raw.get("CreateTime"), load_ns)
@@ -874,7 +1049,11 @@ def default_agent_self(region, leader, acl_enabled, members):
             "NodeName": "server-1",
             "Ports": {"HTTP": 4646, "RPC": 4647, "Serf": 4648},
             "Region": region,
-            "Server": {"Enabled": True, "BootstrapExpect": 1},
+            # Heartbeat settings are Go durations (integer ns) and a float; 0
+            # means "not set", so the server uses its defaults (10s, 10s, 50).
+            "Server": {"Enabled": True, "BootstrapExpect": 1, "HeartbeatGrace": 0,
+                       "MinHeartbeatTTL": 0, "MaxHeartbeatsPerSecond": 0,
+                       "FailoverHeartbeatTTL": 0},
             "Version": {"Revision": "", "Version": DEFAULT_VERSION,
                         "VersionMetadata": "", "VersionPrerelease": ""},
         },
@@ -933,6 +1112,12 @@ def fill_server(raw, position):
     node_id = raw.get("node_id")
     if node_id is not None and not isinstance(node_id, str):
         raise ScenarioError("%s.node_id must be a node ID string" % where)
+    in_raft = raw.get("in_raft", True)
+    if not isinstance(in_raft, bool):
+        raise ScenarioError("%s.in_raft must be true or false" % where)
+    if not in_raft and raw.get("Leader"):
+        raise ScenarioError("%s: a server outside the Raft configuration (in_raft false) "
+                            "cannot be Leader" % where)
     return {
         "Name": name,
         "ID": raw.get("ID") or stable_uuid("server/" + name),
@@ -946,6 +1131,7 @@ def fill_server(raw, position):
         "Healthy": raw.get("Healthy", True),
         "Leader": raw.get("Leader", False),
         "node_id": node_id or None,
+        "in_raft": in_raft,
         "restart": parse_restart(raw.get("_restart"), where + "._restart"),
         # Internal: when the server last turned healthy or unhealthy (Unix
         # seconds), and the Raft position it had reached at that moment.
@@ -962,6 +1148,8 @@ def server_public(server):
                                                  "Healthy", "Leader")}
     if server["node_id"]:
         public["node_id"] = server["node_id"]
+    if not server["in_raft"]:
+        public["in_raft"] = False
     if server["restart"] is not None:
         public["_restart"] = dict(server["restart"])
     return public
@@ -1327,7 +1515,7 @@ class ClusterState:
     run from run_due(), which the scheduler thread and every request call.
     """
 
-    TABLES = ("nodes", "allocs", "evals", "services", "vars")
+    TABLES = ("nodes", "allocs", "evals", "services", "vars", "jobs")
 
     def __init__(self):
         self.cond = threading.Condition()
@@ -1349,6 +1537,7 @@ class ClusterState:
         raw_allocs = require_objects(scenario, "allocations", ("ID",))
         raw_evals = require_objects(scenario, "evaluations", ("ID",))
         raw_regs = require_objects(scenario, "services", ("ID", "ServiceName"))
+        raw_jobs = require_objects(scenario, "jobs", ("ID",))
         raw_vars = scenario.get("variables", [])
         if not isinstance(raw_vars, list):
             raise ScenarioError("scenario \"variables\" must be a JSON array")
@@ -1423,6 +1612,16 @@ class ClusterState:
                 raise ScenarioError("scenario services: duplicate registration %s in namespace %s"
                                     % (reg["ID"], reg["Namespace"]))
             services[key] = reg
+        jobs = {}
+        for position, raw in enumerate(raw_jobs):
+            job = fill_job(raw, region, load_ns, "scenario jobs[%d]" % position)
+            assign_indexes(job)
+            job.setdefault("JobModifyIndex", job["CreateIndex"])
+            key = (job["Namespace"], job["ID"])
+            if key in jobs:
+                raise ScenarioError("scenario jobs: duplicate job %s in namespace %s"
+                                    % (job["ID"], job["Namespace"]))
+            jobs[key] = job
         variables = {}
         var_locks = {}
         for position, raw in enumerate(raw_vars):
@@ -1442,10 +1641,11 @@ class ClusterState:
                                 | {a["Namespace"] for a in allocs.values()}
                                 | {e["Namespace"] for e in evals.values()}
                                 | {r["Namespace"] for r in services.values()}
+                                | {j["Namespace"] for j in jobs.values()}
                                 | {v["Namespace"] for v in variables.values()})
 
         tables = {"nodes": nodes, "allocs": allocs, "evals": evals, "services": services,
-                  "vars": variables}
+                  "vars": variables, "jobs": jobs}
         table_index = {}
         highest = next_index - 1
         for name, table in tables.items():
@@ -1469,6 +1669,7 @@ class ClusterState:
             self.evals = evals
             self.services = services
             self.variables = variables
+            self.jobs = jobs
             self.table_index = table_index
             self.index = max(int(scenario.get("index", 0)), highest)
             self.raft = raft
@@ -1561,6 +1762,7 @@ class ClusterState:
                                    key=lambda r: (r["Namespace"], r["ID"])),
                 "variables": [variable_json(var, var["Items"]) for _, var
                               in sorted(self.variables.items())],
+                "jobs": [job for _, job in sorted(self.jobs.items())],
                 "scheduler": self.scheduler,
                 "lock_min_ttl_s": self.lock_min_ttl_s,
                 "lock_ttl_factor": self.lock_ttl_factor,
@@ -1610,8 +1812,11 @@ class ClusterState:
                 or self.servers[0])
 
     def raft_members(self):
-        """Return the servers in the Raft configuration: all that have not left."""
-        return [s for s in self.servers if s["Status"] != "left"]
+        """Return the servers in the Raft configuration: all that have not left.
+
+        A server with in_raft false is a gossip member that never joined Raft.
+        """
+        return [s for s in self.servers if s["Status"] != "left" and s["in_raft"]]
 
     def quorum_size(self):
         voters = [s for s in self.raft_members() if s["Voter"]]
@@ -2084,7 +2289,7 @@ class ClusterState:
         return self.bump(*changed)
 
     # Everything an operation may change; apply_mutations restores these on failure.
-    MUTABLE_FIELDS = ("nodes", "allocs", "evals", "services", "variables", "locks",
+    MUTABLE_FIELDS = ("nodes", "allocs", "evals", "services", "variables", "jobs", "locks",
                       "table_index", "index", "leader", "known_leader", "autopilot",
                       "autopilot_healthy_pin", "servers", "raft_term", "node_restart",
                       "explicit_eligibility")
@@ -2239,6 +2444,24 @@ class ClusterState:
             self.lookup(self.evals, op["id"], "evaluation")
             del self.evals[op["id"]]
             self.bump("evals")
+        elif kind == "add_job":
+            raw = op["job"]
+            if not isinstance(raw, dict) or not raw.get("ID"):
+                raise ScenarioError("\"job\" must be an object with an ID")
+            job = fill_job(raw, self.region, stamp, "job")
+            key = (job["Namespace"], job["ID"])
+            index = self.bump("jobs")
+            previous = self.jobs.get(key)
+            # Registering an existing job again updates it, as `nomad job run` does.
+            job["CreateIndex"] = previous["CreateIndex"] if previous else index
+            job["ModifyIndex"] = job["JobModifyIndex"] = index
+            job["Version"] = previous["Version"] + 1 if previous else 0
+            self.jobs[key] = job
+        elif kind == "remove_job":
+            key = (op.get("namespace", "default"), op["id"])
+            self.lookup(self.jobs, key, "job")
+            del self.jobs[key]
+            self.bump("jobs")
         elif kind == "set_leader":
             if self.servers is None and "name" not in op:
                 previous = self.leader
