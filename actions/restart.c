@@ -274,6 +274,11 @@ static enum recheck_result recheck(const struct action_env *env, const struct jo
     return result;
 }
 
+static long ready_timeout(const struct policy *p, const struct journal_action *a)
+{
+    return is_client(a) ? p->client_restart.ready_timeout_s : p->server_restart.ready_timeout_s;
+}
+
 /* 1 when Nomad answers that the cluster has no leader, 0 otherwise (a leader, or another failure). */
 static int cluster_has_no_leader(struct nomad_client *client)
 {
@@ -324,13 +329,24 @@ static int execute(const struct action_env *env, const struct journal_action *a,
     rc = nomad_var_read(env->client, p->coord_namespace, path, 0, NULL, &cur, err, errsz);
     if (rc == VAR_OK) {
         const cJSON *state = cJSON_GetObjectItemCaseSensitive(cur.items, "state");
+        const char *requested = evidence_field(cur.items, "requested_at");
+        long long age = requested[0] != '\0' ? env->now - strtoll(requested, NULL, 10) : 0;
 
+        /*
+         * An unfinished order within its ready timeout is another restart in
+         * flight. Past it, the instance that wrote it stopped before it could
+         * fail it, and the guards no longer count it, so it is replaced.
+         */
         if (cJSON_IsString(state) && (strcmp(state->valuestring, "pending") == 0 ||
                                       strcmp(state->valuestring, "running") == 0)) {
-            snprintf(err, errsz, "an order for %s is already %s in %s; not sent twice", a->target,
-                     state->valuestring, path);
-            nomad_var_free(&cur);
-            goto out;
+            if (age <= ready_timeout(p, a)) {
+                snprintf(err, errsz, "an order for %s is already %s in %s; not sent twice", a->target,
+                         state->valuestring, path);
+                nomad_var_free(&cur);
+                goto out;
+            }
+            log_warn("restart", "action id=%lld: order %s has been %s for %llds, past the ready timeout; "
+                     "replacing it", a->id, path, state->valuestring, age);
         }
         index = (long long)cur.modify_index;
     } else if (rc != VAR_NOT_FOUND) {
@@ -393,7 +409,7 @@ static enum poll_result poll(const struct action_env *env, const struct snapshot
 {
     const struct policy *p = env->policy;
     const struct snap_order *order = NULL;
-    long timeout = is_client(a) ? p->client_restart.ready_timeout_s : p->server_restart.ready_timeout_s;
+    long timeout = ready_timeout(p, a);
     long long started = a->updated_at;
     char d[32];
     char key[160];
@@ -413,8 +429,9 @@ static enum poll_result poll(const struct action_env *env, const struct snapshot
         for (size_t i = 0; i < s->n_servers; i++) {
             const struct snap_server *srv = &s->servers[i];
 
+            /* Health unknown (autopilot not read, as without a leader) is not back yet. */
             if (srv->name != NULL && strcmp(srv->name, a->target) == 0)
-                ready = srv->serf_status != NULL && strcmp(srv->serf_status, "alive") == 0 && srv->healthy != 0;
+                ready = srv->serf_status != NULL && strcmp(srv->serf_status, "alive") == 0 && srv->healthy == 1;
         }
     }
     if (ready) {

@@ -53,5 +53,6 @@ int cmd_plan(const struct cli_options *opts);
 int cmd_capture(const struct cli_options *opts);
 int cmd_actions(const struct cli_options *opts);
 int cmd_history(const struct cli_options *opts);
+int cmd_doctor(const struct cli_options *opts);
 
 #endif

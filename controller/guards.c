@@ -138,40 +138,87 @@ static int check_rate(struct guard_state *g, struct finding *f, const char *buck
     return 0;
 }
 
-static size_t orders_in_flight(const struct snapshot *s, const char *kind)
+/*
+ * 1 when the target of a restart requested at requested_at (Unix s) is back
+ * in this pass's snapshot: a client node ready since then (the node list
+ * carries no status time, so ready alone counts then), or a server member
+ * alive and healthy in autopilot (unknown health, as without a leader, is
+ * not back).
+ */
+static int target_back(const struct snapshot *s, const char *kind, const char *target, long long requested_at)
 {
+    if (strcmp(kind, "client_restart") == 0) {
+        const struct snap_node *n = snapshot_find_node(s, target);
+
+        return n != NULL && n->status == NODE_READY &&
+               (n->status_updated_at == 0 || n->status_updated_at >= requested_at);
+    }
+    for (size_t i = 0; i < s->n_servers; i++) {
+        const struct snap_server *srv = &s->servers[i];
+
+        if (srv->name != NULL && strcmp(srv->name, target) == 0)
+            return srv->serf_status != NULL && strcmp(srv->serf_status, "alive") == 0 && srv->healthy == 1;
+    }
+    return 0;
+}
+
+/*
+ * Orders of kind still in flight. An instance that stopped, or lost the lock,
+ * leaves its orders pending or running, and no other instance polls them. So
+ * an order stops counting once its ready timeout has passed, and a client's
+ * order also once its node is back. A server's order is named after the
+ * member with its dots replaced, so only the timeout ends it.
+ */
+static size_t orders_in_flight(const struct guard_state *g, const char *kind)
+{
+    const struct snapshot *s = g->snapshot;
+    int client = strcmp(kind, "client_restart") == 0;
+    long timeout = client ? g->policy->client_restart.ready_timeout_s : g->policy->server_restart.ready_timeout_s;
     size_t n = 0;
 
     for (size_t i = 0; i < s->n_orders; i++) {
         const struct snap_order *o = &s->orders[i];
 
-        n += o->kind != NULL && strcmp(o->kind, kind) == 0 && snap_order_in_flight(o);
+        if (o->kind == NULL || strcmp(o->kind, kind) != 0 || !snap_order_in_flight(o))
+            continue;
+        if (o->requested_at > 0 && g->now - o->requested_at > timeout)
+            continue;
+        if (client && o->target != NULL && target_back(s, kind, o->target, o->requested_at))
+            continue;
+        n++;
     }
     return n;
 }
 
 /*
- * Restarts of kind in flight: the larger of the orders in the snapshot and
- * this instance's executing rows. Orders also show another instance's
- * restarts; the rows cover a server restart run without an order because
- * there was no leader. Returns 0, or -1 with err filled.
+ * Restarts of kind in flight, counting started, the ones that passed this
+ * guard earlier in this pass. Orders show every instance's restarts as of
+ * the observation. This instance's executing rows also cover a server
+ * restart run without an order because there was no leader, but they include
+ * the ones started in this pass, which started already counts. Hence
+ * max(orders, rows - started) + started: never below the true count when
+ * each row either has an order or no orders could be read.
+ * Returns 0, or -1 with err filled.
  */
-static int restarts_in_flight(const struct guard_state *g, const char *kind, size_t *n, char *err, size_t errsz)
+static int restarts_in_flight(const struct guard_state *g, const char *kind, int started, size_t *n,
+                              char *err, size_t errsz)
 {
     struct journal_action *rows = NULL;
+    size_t orders = orders_in_flight(g, kind);
     size_t count = 0;
     size_t executing = 0;
 
-    *n = orders_in_flight(g->snapshot, kind);
-    if (g->journal == NULL)
-        return 0;
-    if (journal_action_list(g->journal, 1u << JS_EXECUTING, 0, &rows, &count, err, errsz) != JOURNAL_OK)
-        return -1;
-    for (size_t i = 0; i < count; i++)
-        executing += rows[i].kind != NULL && strcmp(rows[i].kind, kind) == 0;
-    journal_action_list_free(rows, count);
-    if (executing > *n)
-        *n = executing;
+    if (g->journal != NULL) {
+        if (journal_action_list(g->journal, 1u << JS_EXECUTING, 0, &rows, &count, err, errsz) != JOURNAL_OK)
+            return -1;
+        /* A row whose target is back only waits for this pass's poll to mark it succeeded. */
+        for (size_t i = 0; i < count; i++)
+            executing += rows[i].kind != NULL && strcmp(rows[i].kind, kind) == 0 && rows[i].target != NULL &&
+                         !target_back(g->snapshot, kind, rows[i].target, rows[i].updated_at);
+        journal_action_list_free(rows, count);
+    }
+    executing = executing > (size_t)started ? executing - (size_t)started : 0;
+    *n = (orders > executing ? orders : executing) + (size_t)started;
     return 0;
 }
 
@@ -215,9 +262,8 @@ static int check_ordering(struct guard_state *g, struct finding *f, char *err, s
 
     if (!is_restart(f))
         return 0;
-    if (restarts_in_flight(g, "server_restart", &servers_busy, err, errsz) != 0)
+    if (restarts_in_flight(g, "server_restart", g->started_servers, &servers_busy, err, errsz) != 0)
         return -1;
-    servers_busy += (size_t)g->started_servers;
     if (own_restart_running(g, f))
         return block(f, "ordering", "the restart of %s is still in flight; the next pass checks whether it "
                      "came back", f->target);
@@ -254,9 +300,8 @@ static int check_ordering(struct guard_state *g, struct finding *f, char *err, s
         size_t clients_busy;
         char d1[32], d2[32];
 
-        if (restarts_in_flight(g, "client_restart", &clients_busy, err, errsz) != 0)
+        if (restarts_in_flight(g, "client_restart", g->started_clients, &clients_busy, err, errsz) != 0)
             return -1;
-        clients_busy += (size_t)g->started_clients;
         if (!s->autopilot_ok)
             return block(f, "ordering", "autopilot health could not be read, so server health is unknown");
         if (!s->autopilot_healthy)

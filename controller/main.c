@@ -24,6 +24,7 @@ static const char overview[] =
     "  actions list|show|approve|reject\n"
     "                           inspect and decide journaled actions\n"
     "  history                  list journaled actions, newest first\n"
+    "  doctor                   check the cluster's configuration for heartbeat-loss risks (read-only)\n"
     "  version                  print the version\n"
     "\n"
     "Options for every command:\n"
@@ -93,6 +94,45 @@ static const struct {
      "Usage: nomad-medic history [--limit N] [--json]\n"
      "\n"
      "List journaled actions in every state, newest first (default limit 50; 0 for all).\n"},
+    {"doctor",
+     "Usage: nomad-medic doctor [--config FILE] [--json] [--detailed-exitcode]\n"
+     "\n"
+     "Read the cluster and report configuration that makes it fragile when clients miss\n"
+     "heartbeats. Each finding has a severity (critical, warning, info), what was seen, why it\n"
+     "matters and what to change. Nothing is written to the cluster or the journal.\n"
+     "\n"
+     "Checks:\n"
+     "  colocated_server_client       a client whose address is a server's address\n"
+     "  client_reserved_missing       clients with no reserved cpu or memory (critical when\n"
+     "                                memory oversubscription is enabled)\n"
+     "  servers_too_few, servers_even fewer than three servers, or an even number\n"
+     "  raft_missing_server           a live server that is not in the Raft configuration\n"
+     "  autopilot_unhealthy           autopilot reports servers unhealthy\n"
+     "  group_stops_on_disconnect     disconnect.stop_on_client_after or stop_after_client_disconnect\n"
+     "  deprecated_disconnect_fields  max_client_disconnect, stop_after_client_disconnect and\n"
+     "                                prevent_reschedule_on_lost, which Nomad 1.10 and later ignore\n"
+     "  nomad_version_bug             server or client versions with known bugs in native service\n"
+     "                                registrations, bridge IP reservations or node-down handling\n"
+     "  nomad_version_unknown         agents whose version cannot be read\n"
+     "  disconnect_window_short       lost_after, stop_on_client_after or max_client_disconnect\n"
+     "                                shorter than 2 x the worst-case heartbeat TTL + heartbeat_grace\n"
+     "\n"
+     "Heartbeat settings come from /v1/agent/self (config.Server) of the agent at the Nomad\n"
+     "address; settings it does not show are taken as Nomad's defaults (heartbeat_grace 10s,\n"
+     "min_heartbeat_ttl 10s, max_heartbeats_per_second 50), and the output says so. Point\n"
+     "NOMAD_ADDR at a server: a client agent does not show them.\n"
+     "\n"
+     "ACL token: node:read, agent:read, operator:read and read-job in every namespace; Nomad\n"
+     "versions that guard the Raft configuration with a management token need one.\n"
+     "\n"
+     "  --json                   one object with cluster, heartbeat, summary, findings, checks\n"
+     "                           and failed_reads\n"
+     "  --detailed-exitcode      exit 2 when there are findings\n"
+     "\n"
+     "Exit status: 0 when every read succeeded (and, with --detailed-exitcode, nothing was\n"
+     "found); 2 with --detailed-exitcode when there are findings; 1 when a read failed (the\n"
+     "checks that need it did not run, so the cluster is not known to be healthy) or on an\n"
+     "error of nomad-medic itself.\n"},
     {"version", "Usage: nomad-medic version\n\nPrint the version.\n"},
 };
 
@@ -285,6 +325,7 @@ int main(int argc, char **argv)
     } commands[] = {
         {"run", cmd_run},         {"once", cmd_once},       {"plan", cmd_plan},
         {"capture", cmd_capture}, {"actions", cmd_actions}, {"history", cmd_history},
+        {"doctor", cmd_doctor},
     };
     struct cli_options opts;
     char **rest;

@@ -8,9 +8,7 @@
 #include <string.h>
 #include <time.h>
 
-static char *format_text(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *format_text(const char *fmt, ...)
+char *rules_format(const char *fmt, ...)
 {
     va_list ap;
     char *text;
@@ -125,7 +123,7 @@ static struct finding *new_finding(struct assessment *a, const char *rule, const
     memset(f, 0, sizeof(*f));
     f->rule = rule;
     f->subject = strdup(subject);
-    f->key = format_text("%s:%s", rule, subject);
+    f->key = rules_format("%s:%s", rule, subject);
     f->evidence = cJSON_CreateObject();
     if (f->subject == NULL || f->key == NULL || f->evidence == NULL) {
         finding_free(f);
@@ -141,7 +139,7 @@ static int skip_rule(const struct snapshot *s, struct rule_status *st, const cha
     const struct snap_read *r = snapshot_find_read(s, read_name);
 
     st->evaluated = 0;
-    st->skipped_because = format_text("read %s failed: %s", read_name,
+    st->skipped_because = rules_format("read %s failed: %s", read_name,
                                       r && r->error ? r->error : "not read");
     return st->skipped_because ? 0 : -1;
 }
@@ -153,9 +151,9 @@ static int set_action(struct finding *f, const struct action_type *action, const
     if (f->target == NULL)
         return -1;
     if (f->namespace_name != NULL)
-        f->idem_key = format_text("%s:%s/%s", action->name, f->namespace_name, target);
+        f->idem_key = rules_format("%s:%s/%s", action->name, f->namespace_name, target);
     else
-        f->idem_key = format_text("%s:%s", action->name, target);
+        f->idem_key = rules_format("%s:%s", action->name, target);
     return f->idem_key ? 0 : -1;
 }
 
@@ -208,22 +206,22 @@ static int assess_registration(const struct snapshot *s, const struct snap_servi
         return -1;
 
     if (lookup != NULL && lookup->state == LOOKUP_FAILED) {
-        f->failed_read = format_text("allocation %s: %s", r->alloc_id,
+        f->failed_read = rules_format("allocation %s: %s", r->alloc_id,
                                      lookup->error ? lookup->error : "lookup failed");
-        f->reason = format_text("allocation %s of service %s could not be read, so whether the "
+        f->reason = rules_format("allocation %s of service %s could not be read, so whether the "
                                 "registration is orphaned is unknown", r->alloc_id, r->service_name);
     } else if (alloc != NULL) {
-        f->reason = format_text("allocation %s is %s (client-terminal, modified %s), so the "
+        f->reason = rules_format("allocation %s is %s (client-terminal, modified %s), so the "
                                 "registration is orphaned", r->alloc_id, status_text,
                                 format_utc(alloc->modify_time_s, when, sizeof(when)));
     } else if (lookup->state == LOOKUP_NOT_FOUND) {
-        f->reason = format_text("allocation %s no longer exists (404 alloc not found), so the "
+        f->reason = rules_format("allocation %s no longer exists (404 alloc not found), so the "
                                 "registration is orphaned", r->alloc_id);
     } else {
-        f->reason = format_text("allocation %s is %s (client-terminal), so the registration is "
+        f->reason = rules_format("allocation %s is %s (client-terminal), so the registration is "
                                 "orphaned", r->alloc_id, status_text);
     }
-    f->basis = format_text("allocation %s %s", r->alloc_id, status_text);
+    f->basis = rules_format("allocation %s %s", r->alloc_id, status_text);
     if (f->reason == NULL || f->basis == NULL)
         return -1;
 
@@ -290,11 +288,11 @@ static int assess_gc(const struct snapshot *s, const struct policy *p, struct as
     f = new_finding(a, RULE_SYSTEM_GC, "cluster");
     if (f == NULL || set_action(f, &action_system_gc, "cluster") != 0)
         return -1;
-    f->reason = format_text("%ld terminal allocations (threshold %ld) and %ld terminal evaluations "
+    f->reason = rules_format("%ld terminal allocations (threshold %ld) and %ld terminal evaluations "
                             "(threshold %ld) are waiting for garbage collection",
                             s->terminal_allocs, gc->min_terminal_allocs, s->terminal_evals,
                             gc->min_terminal_evals);
-    f->basis = format_text("thresholds exceeded:%s%s", allocs_over ? " allocations" : "",
+    f->basis = rules_format("thresholds exceeded:%s%s", allocs_over ? " allocations" : "",
                            evals_over ? " evaluations" : "");
     if (f->reason == NULL || f->basis == NULL)
         return -1;
@@ -353,11 +351,11 @@ static int assess_down_nodes(const struct snapshot *s, const struct policy *p, s
             cJSON_AddStringToObject(f->evidence, "last_event", n->last_event);
         if (!s->allocs_ok)
             cJSON_AddStringToObject(f->evidence, "note", "allocation list unavailable; count incomplete");
-        f->reason = format_text("node %s (%s) is %s since %s; %zu non-terminal allocation(s) on it%s%s",
+        f->reason = rules_format("node %s (%s) is %s since %s; %zu non-terminal allocation(s) on it%s%s",
                                 n->name ? n->name : "?", n->id, node_status_name(n->status), since,
                                 n_affected, n->last_event ? "; last event: " : "",
                                 n->last_event ? n->last_event : "");
-        f->basis = format_text("node %s %s", n->id, node_status_name(n->status));
+        f->basis = rules_format("node %s %s", n->id, node_status_name(n->status));
         if (f->reason == NULL || f->basis == NULL)
             return -1;
     }
@@ -476,17 +474,17 @@ static int assess_netns_leaks(const struct snapshot *s, const struct policy *p, 
         cJSON_AddStringToObject(f->evidence, "alloc_status", status);
         cJSON_AddStringToObject(f->evidence, "node_id", s->node_id);
         if (failed != NULL) {
-            f->failed_read = format_text("allocation %s: %s", ids[i], failed->error ? failed->error : "lookup failed");
-            f->reason = format_text("allocation %s could not be read, so whether its network state on "
+            f->failed_read = rules_format("allocation %s: %s", ids[i], failed->error ? failed->error : "lookup failed");
+            f->reason = rules_format("allocation %s could not be read, so whether its network state on "
                                     "this host is leaked is unknown", ids[i]);
         } else if (strcmp(status, "absent") == 0) {
-            f->reason = format_text("allocation %s no longer exists in Nomad (404), but its network "
+            f->reason = rules_format("allocation %s no longer exists in Nomad (404), but its network "
                                     "state is still on this host", ids[i]);
         } else {
-            f->reason = format_text("allocation %s is %s (client-terminal), but its network state is "
+            f->reason = rules_format("allocation %s is %s (client-terminal), but its network state is "
                                     "still on this host", ids[i], status);
         }
-        f->basis = format_text("allocation %s %s", ids[i], status);
+        f->basis = rules_format("allocation %s %s", ids[i], status);
         if (f->reason == NULL || f->basis == NULL)
             goto oom;
     }
@@ -546,13 +544,13 @@ static int assess_port_conflicts(const struct snapshot *s, const struct policy *
                 cJSON_AddStringToObject(o, "dnat_to", c->shadowed[k].dnat_to);
             cJSON_AddItemToArray(shadowed, o);
         }
-        f->reason = format_text("host port %s/%d is mapped by %zu allocations; the first rule, of "
+        f->reason = rules_format("host port %s/%d is mapped by %zu allocations; the first rule, of "
                                 "allocation %s (%s), wins%s%s%s", c->protocol, c->port, c->n_shadowed + 1,
                                 c->effective_alloc, winner_status,
                                 c->n_shadowed > 0 ? " over allocation " : "",
                                 c->n_shadowed > 0 ? c->shadowed[0].alloc_id : "",
                                 winner_leaked ? "; netns_leaks removes the leaked allocation's rules" : "");
-        f->basis = format_text("port %s/%d won by %s", c->protocol, c->port, c->effective_alloc);
+        f->basis = rules_format("port %s/%d won by %s", c->protocol, c->port, c->effective_alloc);
         if (f->reason == NULL || f->basis == NULL)
             return -1;
     }
@@ -574,25 +572,6 @@ int rules_skip(const struct snapshot *s, struct rule_status *st, const char *rea
     return skip_rule(s, st, read_name);
 }
 
-char *rules_format(const char *fmt, ...)
-{
-    va_list ap;
-    char *text;
-    int len;
-
-    va_start(ap, fmt);
-    len = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (len < 0)
-        return NULL;
-    text = malloc((size_t)len + 1);
-    if (text == NULL)
-        return NULL;
-    va_start(ap, fmt);
-    vsnprintf(text, (size_t)len + 1, fmt, ap);
-    va_end(ap);
-    return text;
-}
 
 int rules_assess(const struct snapshot *s, const struct policy *p, struct assessment *out)
 {

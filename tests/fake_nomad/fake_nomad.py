@@ -2834,6 +2834,8 @@ class NomadApi:
             "system": self.system,
             "operator": self.operator,
             "namespaces": self.namespaces_list,
+            "jobs": self.jobs_list,
+            "job": self.job,
             "vars": self.vars_list,
         }.get(route)
         if handler is None:
@@ -3044,6 +3046,57 @@ class NomadApi:
             reply = Reply.json(page)
             reply.index = self.state.table_index["evals"]
             reply.next_token = token
+            return reply
+
+        return self.read(call, compute)
+
+    # -- jobs -------------------------------------------------------------------
+
+    def jobs_list(self, call, rest):
+        """GET /v1/jobs: stubs ordered by (Namespace, ID), token `<namespace>.<ID>`."""
+        if rest:
+            raise HttpError(404, ERR_NOT_FOUND_PAGE)
+        self.method(call, "GET")
+        in_namespace = self.namespace_filter(call)
+        prefix = call.param("prefix", "")
+
+        def compute():
+            jobs = [job for _, job in sorted(self.state.jobs.items())
+                    if in_namespace(job) and job["ID"].startswith(prefix)]
+            token_of = lambda j: "%s.%s" % (j["Namespace"], j["ID"])  # noqa: E731
+            page, token = paginate(jobs, token_of, compare_plain_token(token_of),
+                                   call.per_page(), call.param("next_token"), call.flag("reverse"))
+            allocs = list(self.state.allocs.values())
+            reply = Reply.json([job_stub(job, allocs) for job in page])
+            reply.index = self.state.table_index["jobs"]
+            reply.next_token = token
+            return reply
+
+        return self.read(call, compute)
+
+    JOB_SUBRESOURCES = ("allocations", "evaluations", "evaluate", "deployments", "deployment",
+                        "summary", "versions", "plan", "periodic", "dispatch", "revert",
+                        "stable", "scale", "services", "submission", "action")
+
+    def job(self, call, rest):
+        """GET /v1/job/<ID>?namespace=: the full job; 404 "job not found"."""
+        if not rest:
+            raise HttpError(404, ERR_NOT_FOUND_PAGE)
+        if len(rest) >= 2 and rest[-1] in self.JOB_SUBRESOURCES:
+            raise HttpError(404, "fake_nomad does not implement %s %s; add it to "
+                                 "tests/fake_nomad/fake_nomad.py" % (call.method, call.path))
+        self.method(call, "GET")
+        job_id = "/".join(rest)
+        namespace = call.namespace()
+
+        def compute():
+            job = self.state.jobs.get((namespace, job_id))
+            if job is None:
+                reply = Reply.text(404, "job not found")
+                reply.index = self.state.table_index["jobs"]
+                return reply
+            reply = Reply.json(job)
+            reply.index = job["ModifyIndex"]
             return reply
 
         return self.read(call, compute)

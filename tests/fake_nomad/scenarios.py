@@ -36,6 +36,14 @@ never_returns) add servers, host heartbeat variables and timelines, and fill:
                                  is back (None when nothing changes)
     _expect["autopilot_healthy"] autopilot health at load (None without servers)
 
+The doctor builders (doctor_healthy and one doctor_* builder per check) add
+servers with build versions, clients with reserved resources and versions,
+jobs whose task groups carry disconnect settings, the scheduler
+configuration and the agent's heartbeat settings, and fill:
+
+    _expect["doctor"]            {check ID: severity} that `nomad-medic doctor`
+                                 must report, and nothing else ({} when healthy)
+
 Times are negative where they mean "that long before the scenario is loaded"
 (fake_nomad resolves them): StatusUpdatedAt in seconds, CreateTime and
 ModifyTime in nanoseconds. Heartbeat variables hold Unix seconds as strings
@@ -87,6 +95,7 @@ class ScenarioBuilder:
         self.servers = []
         self.variables = []
         self.timeline = []
+        self.jobs = []
         self.expect = {
             "orphans": [],
             "orphan_kind": {},
@@ -106,14 +115,19 @@ class ScenarioBuilder:
             "leader": None,
             "leader_after_restarts": None,
             "autopilot_healthy": None,
+            "doctor": {},
         }
 
     def uuid(self, *parts):
         return stable_uuid("/".join((self.label,) + tuple(str(p) for p in parts)))
 
-    def node(self, name, status="ready", down_for_s=None, restart=None):
-        """Add a client node; restart is its "_restart" behaviour (None: fake_nomad's default)."""
+    def node(self, name, status="ready", down_for_s=None, restart=None, **fields):
+        """Add a client node; restart is its "_restart" behaviour (None: fake_nomad's default).
+
+        fields are further Node fields, such as Version or ReservedResources.
+        """
         node = {"ID": self.uuid("node", name), "Name": name, "Status": status}
+        node.update(fields)
         if down_for_s is not None:
             node["StatusUpdatedAt"] = -int(down_for_s)
         if restart is not None:
@@ -124,10 +138,14 @@ class ScenarioBuilder:
         return node
 
     def server(self, name, status="alive", leader=False, healthy=True, voter=True, node=None,
-               restart=None):
-        """Add a server at 10.0.0.<n>:4647; node is the client node sharing its host, if any."""
+               restart=None, **fields):
+        """Add a server at 10.0.0.<n>:4647; node is the client node sharing its host, if any.
+
+        fields are further server keys, such as Version or in_raft.
+        """
         server = {"Name": name, "Addr": "10.0.0.%d" % (len(self.servers) + 1), "Port": 4647,
                   "Status": status, "Voter": voter, "Healthy": healthy, "Leader": leader}
+        server.update(fields)
         if node is not None:
             server["node_id"] = node["ID"]
         if restart is not None:
@@ -149,6 +167,15 @@ class ScenarioBuilder:
         })
         self.expect["heartbeats"][node["ID"]] = path
         return path
+
+    def job(self, namespace, job_id, groups=None, **fields):
+        """Add a job; groups are partial TaskGroups (default: one group named after the job)."""
+        job = {"ID": job_id, "Namespace": namespace}
+        if groups is not None:
+            job["TaskGroups"] = [dict(group) for group in groups]
+        job.update(fields)
+        self.jobs.append(job)
+        return job
 
     def at(self, op, at_s=None, at_tick=None):
         """Add a timeline entry that applies the mutate operation op at at_s or at_tick."""
@@ -253,6 +280,8 @@ class ScenarioBuilder:
             scenario["variables"] = self.variables
         if self.timeline:
             scenario["timeline"] = self.timeline
+        if self.jobs:
+            scenario["jobs"] = self.jobs
         scenario.update(settings)
         return scenario
 
@@ -504,6 +533,184 @@ def never_returns(now_s=None):
     return builder.build()
 
 
+# --- doctor: configuration checks ------------------------------------------
+
+# A release with none of the known bugs the doctor checks for: it has the
+# native service fixes (1.8.0), keeps IPAM leases in /var/run/cni (1.9.4) and
+# keeps registrations when a node goes down (1.10.4).
+DOCTOR_VERSION = "1.10.5"
+# Reserved resources on every healthy client: CPU in MHz, memory in MB.
+RESERVED_CPU_MHZ = 500
+RESERVED_MEMORY_MB = 512
+
+
+def seconds(value):
+    """Return value seconds as Go duration nanoseconds, the wire form of job durations."""
+    return int(value * NS_PER_S)
+
+
+def reserved(cpu_mhz=RESERVED_CPU_MHZ, memory_mb=RESERVED_MEMORY_MB):
+    """Return a Node.ReservedResources object with the given CPU and memory."""
+    return {"Cpu": {"CpuShares": cpu_mhz}, "Memory": {"MemoryMB": memory_mb},
+            "Disk": {"DiskMB": 0}, "Networks": {"ReservedHostPorts": "22"}}
+
+
+def doctor_builder(label, servers=3, clients=4, server_version=DOCTOR_VERSION,
+                   client_version=DOCTOR_VERSION):
+    """Return a builder holding a cluster the doctor finds healthy.
+
+    servers servers (server-1 leads) at 10.0.0.<n>, clients ready clients
+    with reserved CPU and memory, and three jobs: "web" with
+    disconnect { lost_after = "10m" }, "billing" in namespace "prod" without
+    a disconnect block, and the batch job "nightly-export".
+    """
+    builder = ScenarioBuilder(label, namespaces=("default", "prod"))
+    for i in range(servers):
+        builder.server("server-%d" % (i + 1), leader=i == 0, Version=server_version)
+    for i in range(clients):
+        builder.node("client-%d" % (i + 1), Version=client_version, ReservedResources=reserved())
+    builder.job("default", "web", [{"Name": "frontend", "Count": 3,
+                                    "Disconnect": {"LostAfter": seconds(600), "Replace": True,
+                                                   "Reconcile": "best_score"}}])
+    builder.job("prod", "billing", [{"Name": "api", "Count": 2}])
+    builder.job("default", "nightly-export", [{"Name": "export"}], Type="batch")
+    return builder
+
+
+def heartbeat_settings(grace=None, min_ttl=None, max_per_second=None):
+    """Return an agent_self override with the server block's heartbeat settings.
+
+    Each value is sent as given: integer nanoseconds or a Go duration string
+    for the durations, a number for the rate; None leaves the field at 0.
+    """
+    server = {}
+    if grace is not None:
+        server["HeartbeatGrace"] = grace
+    if min_ttl is not None:
+        server["MinHeartbeatTTL"] = min_ttl
+    if max_per_second is not None:
+        server["MaxHeartbeatsPerSecond"] = max_per_second
+    return {"config": {"Server": server}}
+
+
+def doctor_healthy():
+    """Three servers, four clients with reserved resources, safe disconnect settings.
+
+    The agent reports its heartbeat settings explicitly, grace in nanoseconds
+    and the TTL floor as a string, so both wire forms are read.
+    """
+    builder = doctor_builder("doctor_healthy")
+    return builder.build(agent_self=heartbeat_settings(grace=seconds(10), min_ttl="10s",
+                                                       max_per_second=50.0))
+
+
+def doctor_colocated():
+    """client-1 runs on server-1's host (same address)."""
+    builder = doctor_builder("doctor_colocated")
+    client = builder.nodes[0]
+    client["HTTPAddr"] = "%s:4646" % builder.servers[0]["Addr"]
+    builder.servers[0]["node_id"] = client["ID"]
+    builder.expect["doctor"] = {"colocated_server_client": "warning"}
+    return builder.build()
+
+
+def doctor_no_reserved(oversubscription=False):
+    """client-2 reserves no memory and client-3 reserves nothing.
+
+    With oversubscription, the scheduler lets tasks use memory beyond their
+    reservation, which makes the finding critical.
+    """
+    builder = doctor_builder("doctor_no_reserved")
+    builder.nodes[1]["ReservedResources"] = reserved(memory_mb=0)
+    builder.nodes[2]["ReservedResources"] = reserved(cpu_mhz=0, memory_mb=0)
+    severity = "critical" if oversubscription else "warning"
+    builder.expect["doctor"] = {"client_reserved_missing": severity}
+    return builder.build(scheduler={"MemoryOversubscriptionEnabled": oversubscription})
+
+
+def doctor_servers(count):
+    """count servers: fewer than three, or an even number (one check each)."""
+    builder = doctor_builder("doctor_servers_%d" % count, servers=count)
+    check = "servers_too_few" if count < 3 else "servers_even"
+    builder.expect["doctor"] = {check: "critical" if count < 3 else "warning"}
+    return builder.build()
+
+
+def doctor_raft_missing():
+    """server-3 is alive in gossip but not in the Raft configuration."""
+    builder = doctor_builder("doctor_raft_missing")
+    builder.servers[2]["in_raft"] = False
+    builder.expect["doctor"] = {"raft_missing_server": "critical"}
+    return builder.build()
+
+
+def doctor_autopilot_unhealthy():
+    """server-2 is alive but unhealthy, so autopilot answers 429."""
+    builder = doctor_builder("doctor_autopilot_unhealthy")
+    builder.servers[1]["Healthy"] = False
+    builder.expect["doctor"] = {"autopilot_unhealthy": "critical"}
+    return builder.build()
+
+
+def doctor_stop_on_client():
+    """Job "ingest" stops its allocations after an hour without servers.
+
+    The window is long, so only the stop_on_client_after check applies.
+    """
+    builder = doctor_builder("doctor_stop_on_client")
+    builder.job("default", "ingest", [{"Name": "consumer",
+                                       "Disconnect": {"StopOnClientAfter": seconds(3600)}}])
+    builder.expect["doctor"] = {"group_stops_on_disconnect": "warning"}
+    return builder.build()
+
+
+def doctor_deprecated_fields():
+    """Job "legacy" uses max_client_disconnect and prevent_reschedule_on_lost only.
+
+    The servers run 1.10.5, which ignores both, so the finding is critical.
+    """
+    builder = doctor_builder("doctor_deprecated_fields")
+    builder.job("default", "legacy", [{"Name": "worker", "MaxClientDisconnect": seconds(3600),
+                                       "PreventRescheduleOnLost": True}])
+    builder.expect["doctor"] = {"deprecated_disconnect_fields": "critical"}
+    return builder.build()
+
+
+def doctor_versions(server_version=DOCTOR_VERSION, client_version=DOCTOR_VERSION):
+    """Servers and clients on the given versions (a known bug when either is affected)."""
+    builder = doctor_builder("doctor_versions", server_version=server_version,
+                             client_version=client_version)
+    builder.expect["doctor"] = {"nomad_version_bug": "warning"}
+    return builder.build()
+
+
+def doctor_unknown_version():
+    """client-4 reports no Nomad version, so the known bugs cannot be ruled out."""
+    builder = doctor_builder("doctor_unknown_version")
+    builder.nodes[3]["Version"] = ""
+    builder.expect["doctor"] = {"nomad_version_unknown": "info"}
+    return builder.build()
+
+
+def doctor_short_window(lost_after_s=30, max_heartbeats_per_second=None, clients=4):
+    """Job "cache" sets disconnect { lost_after } shorter than heartbeat loss can take.
+
+    The doctor asks for two worst-case TTLs plus heartbeat_grace: with
+    defaults 2 x 20 s + 10 s = 50 s, so 30 s is too short. A low
+    max_heartbeats_per_second stretches the TTL with the cluster size: 0.1 per
+    second with 4 live nodes gives a 40 s TTL before the stagger (up to 80 s
+    with it), so the window must be 170 s and even 2 minutes is too short.
+    """
+    builder = doctor_builder("doctor_short_window", clients=clients)
+    builder.job("default", "cache", [{"Name": "redis",
+                                      "Disconnect": {"LostAfter": seconds(lost_after_s)}}])
+    builder.expect["doctor"] = {"disconnect_window_short": "warning"}
+    settings = {}
+    if max_heartbeats_per_second is not None:
+        settings["agent_self"] = heartbeat_settings(max_per_second=max_heartbeats_per_second)
+    return builder.build(**settings)
+
+
 # --- reading a scenario's expectations ------------------------------------
 
 
@@ -544,4 +751,9 @@ SCENARIOS = {
     "partition": partition,
     "flapping": flapping,
     "never_returns": never_returns,
+    "doctor_healthy": doctor_healthy,
+    "doctor_colocated": doctor_colocated,
+    "doctor_no_reserved": doctor_no_reserved,
+    "doctor_deprecated_fields": doctor_deprecated_fields,
+    "doctor_short_window": doctor_short_window,
 }

@@ -62,12 +62,14 @@ class MedicTestCase(unittest.TestCase):
         return set(self.nomad.service_deletes())
 
     def mutating(self):
-        """Every request that is not a GET, except the leadership lock's acquire, renew and release.
+        """Every request that is not a GET, except coordination: the leadership lock and host heartbeats.
 
-        The lock is how instances coordinate, not an action on the cluster; a pass that can act
-        takes it. all_writes() includes it, for the dry-run checks.
+        A pass that can act takes the lock, and the node scope reports its host alive; neither
+        is an action on the cluster. all_writes() includes them, for the cluster dry-run checks.
         """
-        return [r for r in self.nomad.writes() if r["path"] != "/v1/var/nomad-medic/lock"]
+        return [r for r in self.nomad.writes()
+                if r["path"] != "/v1/var/nomad-medic/lock"
+                and not r["path"].startswith("/v1/var/nomad-medic/heartbeat/")]
 
     def all_writes(self):
         """Every request that is not a GET, the lock included."""

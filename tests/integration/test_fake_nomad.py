@@ -1874,6 +1874,180 @@ class RestartScenarioTest(ServerTestCase):
                 SERVER.load(scenarios.SCENARIOS[name]())
 
 
+class JobTest(ServerTestCase):
+    scenario_builder = staticmethod(scenarios.doctor_healthy)
+
+    def test_list_all_namespaces(self):
+        jobs = self.get_json("/v1/jobs?namespace=*")
+        self.assertEqual([(j["Namespace"], j["ID"]) for j in jobs],
+                         [("default", "nightly-export"), ("default", "web"), ("prod", "billing")])
+
+    def test_list_default_namespace(self):
+        jobs = self.get_json("/v1/jobs")
+        self.assertEqual(sorted(j["ID"] for j in jobs), ["nightly-export", "web"])
+
+    def test_list_stub_has_no_task_groups(self):
+        stub = self.get_json("/v1/jobs?namespace=prod")[0]
+        self.assertNotIn("TaskGroups", stub)
+        self.assertEqual(stub["JobSummary"]["Summary"], {"api": {
+            "Queued": 0, "Complete": 0, "Failed": 0, "Running": 0, "Starting": 0, "Lost": 0,
+            "Unknown": 0}})
+        self.assertEqual(stub["Type"], "service")
+
+    def test_list_index_header(self):
+        reply = self.get("/v1/jobs?namespace=*")
+        self.assertEqual(reply.headers["X-Nomad-Index"], str(SERVER.state()["table_index"]["jobs"]))
+
+    def test_list_pages_with_namespace_token(self):
+        jobs, tokens = self.follow_pages("/v1/jobs", 1, namespace="*")
+        self.assertEqual(len(jobs), 3)
+        self.assertEqual(tokens, ["default.web", "prod.billing"])
+
+    def test_summary_counts_allocations(self):
+        scenario = scenarios.doctor_healthy()
+        node = scenario["nodes"][0]
+        scenario["allocations"] = [
+            {"ID": scenarios.stable_uuid("job-alloc-%d" % i), "Namespace": "default",
+             "NodeID": node["ID"], "JobID": "web", "TaskGroup": "frontend",
+             "ClientStatus": status}
+            for i, status in enumerate(("running", "running", "lost"))]
+        SERVER.load(scenario)
+        stub = [j for j in self.get_json("/v1/jobs") if j["ID"] == "web"][0]
+        self.assertEqual(stub["JobSummary"]["Summary"]["frontend"]["Running"], 2)
+        self.assertEqual(stub["JobSummary"]["Summary"]["frontend"]["Lost"], 1)
+
+    def test_read_full_job(self):
+        job = self.get_json("/v1/job/web?namespace=default")
+        group = job["TaskGroups"][0]
+        self.assertEqual(group["Name"], "frontend")
+        self.assertEqual(group["Disconnect"], {"LostAfter": 600 * 10**9, "StopOnClientAfter": None,
+                                               "Replace": True, "Reconcile": "best_score"})
+        self.assertIsNone(group["MaxClientDisconnect"])
+        self.assertIs(group["PreventRescheduleOnLost"], False)
+
+    def test_read_group_without_disconnect(self):
+        job = self.get_json("/v1/job/billing?namespace=prod")
+        self.assertIsNone(job["TaskGroups"][0]["Disconnect"])
+
+    def test_read_wrong_namespace_404(self):
+        reply = self.get("/v1/job/billing?namespace=default")
+        self.assertEqual(reply.status, 404)
+        self.assertEqual(reply.text(), "job not found")
+
+    def test_read_subresource_not_implemented(self):
+        reply = self.get("/v1/job/web/allocations")
+        self.assertEqual(reply.status, 404)
+        self.assertIn("does not implement", reply.text())
+
+    def test_add_and_remove_job(self):
+        SERVER.mutate([{"op": "add_job", "job": {"ID": "extra", "Namespace": "prod"}}])
+        job = self.get_json("/v1/job/extra?namespace=prod")
+        self.assertEqual(job["TaskGroups"][0]["Name"], "extra")
+        SERVER.mutate([{"op": "add_job", "job": {"ID": "extra", "Namespace": "prod"}}])
+        self.assertEqual(self.get_json("/v1/job/extra?namespace=prod")["Version"], 1)
+        SERVER.mutate([{"op": "remove_job", "namespace": "prod", "id": "extra"}])
+        self.assertEqual(self.get("/v1/job/extra?namespace=prod").status, 404)
+
+    def test_state_lists_jobs(self):
+        self.assertEqual(len(SERVER.state()["jobs"]), 3)
+
+    def test_invalid_duration_400(self):
+        reply = SERVER.request("PUT", "/_test/scenario", body={"jobs": [
+            {"ID": "bad", "TaskGroups": [{"Disconnect": {"LostAfter": "30s"}}]}]})
+        self.assertEqual(reply.status, 400)
+        self.assertIn("nanoseconds", reply.text())
+
+    def test_duplicate_group_400(self):
+        reply = SERVER.request("PUT", "/_test/scenario", body={"jobs": [
+            {"ID": "bad", "TaskGroups": [{"Name": "a"}, {"Name": "a"}]}]})
+        self.assertEqual(reply.status, 400)
+        self.assertIn("duplicate task group", reply.text())
+
+
+class DoctorScenarioTest(ServerTestCase):
+    scenario_builder = staticmethod(scenarios.doctor_healthy)
+
+    def test_node_version_in_stub(self):
+        nodes = self.get_json("/v1/nodes")
+        self.assertEqual({n["Version"] for n in nodes}, {scenarios.DOCTOR_VERSION})
+
+    def test_node_version_not_a_node_field(self):
+        node_id = self.scenario["nodes"][0]["ID"]
+        node = self.get_json("/v1/node/%s" % node_id)
+        self.assertNotIn("Version", node)
+        self.assertEqual(node["Attributes"]["nomad.version"], scenarios.DOCTOR_VERSION)
+        self.assertEqual(node["Attributes"]["os.name"], "ubuntu")
+
+    def test_reserved_resources_with_resources_flag(self):
+        node = self.get_json("/v1/nodes?resources=true")[0]
+        self.assertEqual(node["ReservedResources"]["Cpu"]["CpuShares"], scenarios.RESERVED_CPU_MHZ)
+        self.assertEqual(node["ReservedResources"]["Memory"]["MemoryMB"],
+                         scenarios.RESERVED_MEMORY_MB)
+        self.assertEqual(node["NodeResources"]["Memory"]["MemoryMB"], 15803)
+
+    def test_partial_reserved_resources_merge(self):
+        scenario = scenarios.doctor_healthy()
+        scenario["nodes"][0]["ReservedResources"] = {"Memory": {"MemoryMB": 256}}
+        SERVER.load(scenario)
+        node = self.get_json("/v1/node/%s" % scenario["nodes"][0]["ID"])
+        self.assertEqual(node["ReservedResources"]["Memory"]["MemoryMB"], 256)
+        self.assertEqual(node["ReservedResources"]["Cpu"]["CpuShares"], 0)
+
+    def test_member_build_versions(self):
+        SERVER.load(scenarios.doctor_versions(server_version="1.9.1"))
+        members = self.get_json("/v1/agent/members")["Members"]
+        self.assertEqual({m["Tags"]["build"] for m in members}, {"1.9.1"})
+
+    def test_agent_self_heartbeat_settings(self):
+        server = self.get_json("/v1/agent/self")["config"]["Server"]
+        self.assertEqual(server["HeartbeatGrace"], 10 * 10**9)
+        self.assertEqual(server["MinHeartbeatTTL"], "10s")
+        self.assertEqual(server["MaxHeartbeatsPerSecond"], 50.0)
+
+    def test_agent_self_heartbeat_defaults_zero(self):
+        SERVER.load(scenarios.two_namespaces())
+        server = self.get_json("/v1/agent/self")["config"]["Server"]
+        self.assertEqual((server["HeartbeatGrace"], server["MinHeartbeatTTL"],
+                          server["MaxHeartbeatsPerSecond"]), (0, 0, 0))
+
+    def test_scheduler_oversubscription(self):
+        SERVER.load(scenarios.doctor_no_reserved(oversubscription=True))
+        config = self.get_json("/v1/operator/scheduler/configuration")["SchedulerConfig"]
+        self.assertIs(config["MemoryOversubscriptionEnabled"], True)
+
+    def test_server_outside_raft(self):
+        SERVER.load(scenarios.doctor_raft_missing())
+        raft = self.get_json("/v1/operator/raft/configuration")
+        members = self.get_json("/v1/agent/members")["Members"]
+        autopilot = self.get_json("/v1/operator/autopilot/health")
+        self.assertEqual([s["Node"] for s in raft["Servers"]], ["server-1.global", "server-2.global"])
+        self.assertEqual(len(members), 3)
+        self.assertEqual(len(autopilot["Servers"]), 2)
+        self.assertEqual(self.get_json("/v1/status/peers"), ["10.0.0.1:4647", "10.0.0.2:4647"])
+
+    def test_server_outside_raft_state_roundtrip(self):
+        SERVER.load(scenarios.doctor_raft_missing())
+        servers = SERVER.state()["servers"]
+        self.assertIs(servers[2]["in_raft"], False)
+        self.assertNotIn("in_raft", servers[0])
+
+    def test_leader_outside_raft_400(self):
+        reply = SERVER.request("PUT", "/_test/scenario", body={"servers": [
+            {"Name": "server-1", "Leader": True, "in_raft": False}]})
+        self.assertEqual(reply.status, 400)
+        self.assertIn("in_raft", reply.text())
+
+    def test_colocated_client_address(self):
+        SERVER.load(scenarios.doctor_colocated())
+        nodes = self.get_json("/v1/nodes")
+        self.assertIn("10.0.0.1", [n["Address"] for n in nodes])
+
+    def test_expectations_recorded(self):
+        self.assertEqual(scenarios.expected(self.scenario)["doctor"], {})
+        self.assertEqual(scenarios.expected(scenarios.doctor_servers(4))["doctor"],
+                         {"servers_even": "warning"})
+
+
 class ScenarioTest(unittest.TestCase):
     def test_two_namespaces_orphans_match_allocs(self):
         scenario = scenarios.two_namespaces()
