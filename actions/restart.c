@@ -279,7 +279,7 @@ static long ready_timeout(const struct policy *p, const struct journal_action *a
     return is_client(a) ? p->client_restart.ready_timeout_s : p->server_restart.ready_timeout_s;
 }
 
-/* 1 when Nomad answers that the cluster has no leader, 0 otherwise (a leader, or another failure). */
+/* 1 when Nomad reports that the cluster has no leader, 0 otherwise (a leader, or another failure). */
 static int cluster_has_no_leader(struct nomad_client *client)
 {
     struct nomad_response resp;

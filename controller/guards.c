@@ -63,9 +63,9 @@ static int is_restart(const struct finding *f)
 
 /*
  * Down or disconnected nodes whose host has not written a fresh heartbeat.
- * A fresh heartbeat went through the servers, so that host is not cut off:
- * after a full outage every client may be down while every host is back, and
- * those nodes say nothing about a partition. With unread heartbeats every
+ * A fresh heartbeat went through the servers, so that host is not cut off.
+ * After a full outage every client may be down while every host is back, and
+ * such nodes are no evidence of a partition. With unread heartbeats every
  * down node counts.
  */
 static size_t unreachable_nodes(const struct snapshot *s, const struct policy *p)
@@ -140,10 +140,9 @@ static int check_rate(struct guard_state *g, struct finding *f, const char *buck
 
 /*
  * 1 when the target of a restart requested at requested_at (Unix s) is back
- * in this pass's snapshot: a client node ready since then (the node list
- * carries no status time, so ready alone counts then), or a server member
- * alive and healthy in autopilot (unknown health, as without a leader, is
- * not back).
+ * in this pass's snapshot. A client node must be ready since then, or just
+ * ready when the node list carries no status time. A server member must be
+ * alive and healthy in autopilot, so unknown health (no leader) is not back.
  */
 static int target_back(const struct snapshot *s, const char *kind, const char *target, long long requested_at)
 {
@@ -222,18 +221,20 @@ static int restarts_in_flight(const struct guard_state *g, const char *kind, int
     return 0;
 }
 
-/* 1 when this instance's journal has a restart of f's target executing. */
-static int own_restart_running(const struct guard_state *g, const struct finding *f)
+/* 1 when this instance's journal has a restart of f's target executing, 0 when not, -1 with err filled. */
+static int own_restart_running(const struct guard_state *g, const struct finding *f, char *err, size_t errsz)
 {
     struct journal_action open;
-    char err[256];
+    int rc;
     int running;
 
     if (g->journal == NULL)
         return 0;
     memset(&open, 0, sizeof(open));
-    running = journal_action_find_open(g->journal, f->idem_key, &open, err, sizeof(err)) == JOURNAL_OK &&
-              open.state == JS_EXECUTING;
+    rc = journal_action_find_open(g->journal, f->idem_key, &open, err, errsz);
+    if (rc == JOURNAL_ERR)
+        return -1;
+    running = rc == JOURNAL_OK && open.state == JS_EXECUTING;
     journal_action_free(&open);
     return running;
 }
@@ -259,12 +260,16 @@ static int check_ordering(struct guard_state *g, struct finding *f, char *err, s
     const struct snapshot *s = g->snapshot;
     const struct policy *p = g->policy;
     size_t servers_busy;
+    int rc;
 
     if (!is_restart(f))
         return 0;
     if (restarts_in_flight(g, "server_restart", g->started_servers, &servers_busy, err, errsz) != 0)
         return -1;
-    if (own_restart_running(g, f))
+    rc = own_restart_running(g, f, err, errsz);
+    if (rc < 0)
+        return -1;
+    if (rc == 1)
         return block(f, "ordering", "the restart of %s is still in flight; the next pass checks whether it "
                      "came back", f->target);
 
@@ -335,7 +340,7 @@ int guards_check(struct guard_state *g, struct finding *f, char *err, size_t err
 
     if (g->paused)
         return block(f, "pause", "pause file %s exists; remove it to resume", p->pause_file);
-    /* A failed server is what a missing leader needs restarted; rules_restart.c keeps it to failed servers. */
+    /* Without a leader only failed servers are proposed (rules_restart.c), and restarting them restores quorum. */
     if (!s->leader_ok && strcmp(f->rule, RULE_SERVER_RESTART) != 0) {
         const struct snap_read *r = snapshot_find_read(s, "leader");
 

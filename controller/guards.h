@@ -6,7 +6,9 @@
  *   leader      no known cluster leader
  *   reads       a read the action depends on failed
  *   breaker     too large a share of nodes is down or disconnected (actions
- *               that touch nodes, allocations or services only)
+ *               that touch nodes, allocations or services, and server
+ *               restarts while a leader is known; for restarts a down node
+ *               with a fresh host heartbeat does not count)
  *   ordering    restarts: servers before clients, one server at a time, a
  *               stable leader, at most max_parallel clients in flight
  *   precheck    the action kind's own condition (system_gc: no node down)

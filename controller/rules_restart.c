@@ -193,6 +193,9 @@ int rules_assess_restarts(const struct snapshot *s, const struct policy *p, stru
          * server is then how the quorum comes back, so the server rule needs
          * the servers alone. Autopilot needs a leader too, so only servers
          * that are not alive in gossip become candidates.
+         * NOTE: with no lock, two instances may each restart a failed server
+         * at once. A failed server takes no part in quorum, so that cannot
+         * cost the quorum, but "one at a time" then applies per instance only.
          */
         if (all[i] == server && !s->leader_ok) {
             if (!s->servers_ok && rules_skip(s, all[i], "servers") != 0)

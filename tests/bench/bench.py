@@ -5,7 +5,7 @@ It generates the benchmark cluster (gen_scenario.py) at each scale, loads it
 into tests/fake_nomad/fake_nomad.py and measures:
 
 - the product's pass: `nomad-medic once --mode dry-run` with a fresh journal,
-  wall time and peak RSS (from wait4), median of --repeat runs;
+  wall time and peak RSS (GNU time), median of --repeat runs;
 - the floor: the fixed request set (/v1/nodes, /v1/allocations?namespace=*&
   task_states=false, /v1/services?namespace=*, and /v1/service/<name>?
   namespace=<ns> per pair) fetched 8 at a time and parsed with cJSON, once with
@@ -39,7 +39,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 import uuid
@@ -63,6 +62,9 @@ NODE_BRIDGE = "nmbench0"
 NODE_SUBNET = "172.26.100.0/24"
 NODE_ID = "8d3f5a2e-7c41-4b9a-a6e0-2f1d9c7b3e55"
 NODE_PORT_BASE = 29000           # host ports of the allocations' port maps: 29000 upwards
+
+# GNU time measures a child's peak RSS (Debian package "time").
+GNU_TIME = "/usr/bin/time"
 
 SERVER_START_TIMEOUT_S = 30
 LOAD_TIMEOUT_S = 3600            # the test server fills every object in Python; scale 2 takes minutes
@@ -91,23 +93,31 @@ def clean_env(extra=None):
 def run_measured(argv, stdout_path, stderr_path, timeout_s, env=None):
     """Run argv to completion; return (wall seconds, peak RSS in KiB, exit status).
 
-    wait4() gives this child's own rusage, so the server and other children
-    never count towards the figure. The child is killed (by its pid) after
-    timeout_s.
+    The peak RSS comes from GNU time (/usr/bin/time), whose child is a fresh
+    fork of a small process. A child forked from this Python process would
+    report this process's RSS at the fork (the whole scenario) as its own
+    peak. The child is killed (by its pid) after timeout_s.
     """
+    rss_path = stdout_path + ".rss"
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         start = time.monotonic()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+        proc = subprocess.Popen([GNU_TIME, "-f", "%M", "-o", rss_path] + list(argv),
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                 env=env if env is not None else clean_env())
-        timer = threading.Timer(timeout_s, lambda: proc.kill())
-        timer.start()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
+            code = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise BenchError("%s did not finish within %d s" % (argv[0], timeout_s)) from None
         wall = time.monotonic() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss, proc.returncode
+    try:
+        with open(rss_path, encoding="utf-8") as handle:
+            # GNU time writes "Command exited with non-zero status N" before the figure.
+            rss_kib = int(handle.read().split()[-1])
+    except (OSError, ValueError, IndexError):
+        raise BenchError("%s wrote no peak RSS figure to %s" % (GNU_TIME, rss_path)) from None
+    return wall, rss_kib, code
 
 
 def tail(path, lines=20):
@@ -848,6 +858,9 @@ def parse_args(argv):
         args.node_repeat = 2
     if not args.binary:
         parser.error("--binary (or NOMAD_MEDIC_BIN) is required")
+    if not os.access(GNU_TIME, os.X_OK):
+        parser.error("%s is missing; install GNU time (Debian package \"time\"), which measures "
+                     "the peak RSS" % GNU_TIME)
     args.binary = os.path.abspath(args.binary)
     args.build_dir = os.path.abspath(args.build_dir or os.path.dirname(args.binary))
     if args.node and os.geteuid() != 0:

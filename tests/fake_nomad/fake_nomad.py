@@ -2913,6 +2913,32 @@ class NomadApi:
 
         return self.read(call, compute)
 
+    def node_eligibility(self, call, node_id):
+        """POST|PUT /v1/node/<id>/eligibility with {"Eligibility": "eligible"|"ineligible"}."""
+        self.check_region(call)
+        self.require_leader(call, allow_stale=False)
+        self.check_acl(call)
+        if not call.body:
+            raise HttpError(400, "Request body is empty")
+        try:
+            request = json.loads(call.body)
+        except ValueError:
+            raise HttpError(400, "invalid JSON body") from None
+        eligibility = request.get("Eligibility") if isinstance(request, dict) else None
+        if eligibility not in ("eligible", "ineligible"):
+            raise HttpError(400, "invalid scheduling eligibility %r" % (eligibility,))
+        with self.state.cond:
+            node = self.state.nodes.get(node_id)
+            if node is None:
+                raise HttpError(404, "node not found")
+            node["SchedulingEligibility"] = eligibility
+            self.state.explicit_eligibility.add(node_id)
+            index = self.state.bump("nodes")
+            node["ModifyIndex"] = index
+        reply = Reply.json({"EvalCreateIndex": 0, "EvalIDs": [], "Index": index, "NodeModifyIndex": index})
+        reply.index = index
+        return reply
+
     def node(self, call, rest):
         if not rest:
             raise HttpError(404, ERR_NOT_FOUND_PAGE)
@@ -2920,7 +2946,10 @@ class NomadApi:
         if rest[1:] == ["allocations"]:
             self.method(call, "GET")
             return self.read(call, lambda: self.node_allocations(node_id))
-        if len(rest) == 2 and rest[1] in ("drain", "eligibility", "purge", "evaluate", "gc"):
+        if rest[1:] == ["eligibility"]:
+            self.method(call, "PUT", "POST")
+            return self.node_eligibility(call, node_id)
+        if len(rest) == 2 and rest[1] in ("drain", "purge", "evaluate", "gc"):
             self.method(call, "PUT", "POST")
             raise HttpError(404, "fake_nomad does not implement %s %s; add it to "
                                  "tests/fake_nomad/fake_nomad.py" % (call.method, call.path))

@@ -1,9 +1,9 @@
 """Client and server restarts: ordering, safety guards, executors and two controller instances.
 
 Each test drives the real binary against the test Nomad API server. The restart command
-of both executors is tests/fake_nomad/restart_recorder.py, which logs each run and tells
-the server that the agent was restarted; the server then brings the node or server back
-on its next tick (or after a delay), as the scenario says.
+of both executors is tests/fake_nomad/restart_recorder.py, which logs each run and reports
+the restart to the test server. The server then brings the node or server back on its next
+tick, or after a delay, as the scenario sets.
 """
 
 import json
@@ -122,11 +122,6 @@ def write_server_wrapper(directory):
     return path
 
 
-def scenario_name(server_member):
-    """Return the scenario's server Name for a member name such as "server-2.global"."""
-    return server_member.split(".", 1)[0]
-
-
 class RestartCase(MedicTestCase):
     """A MedicTestCase with the recorder as both executors' restart command."""
 
@@ -207,6 +202,15 @@ class HungClient(RestartCase):
         self.assertEqual(len(self.recorded()), 1)
         self.assertEqual(len(self.nomad.restarts()), 1)
         self.assertEqual(len(executed_rows(self.db)), 1)
+
+    def test_waits_for_settle_after_leader_change(self):
+        config = self.write_policy(client={"settle": "1h"})
+        report = self.once_json(config)
+        restarts = [a for a in report["actions"] if a["kind"] == "client_restart"]
+        self.assertEqual([a["status"] for a in restarts], ["blocked"])
+        self.assertEqual(restarts[0]["blocked_by"], "ordering")
+        self.assertIn("leader changed", restarts[0]["detail"])
+        self.assertEqual(self.recorded(), [])
 
     def test_waits_for_min_down(self):
         config = self.write_policy(client={"min_down": "5m"})
@@ -336,6 +340,13 @@ class PowerLoss(RestartCase):
         self.assertEqual(len(client_ids), 6)
         self.assertLess(max(server_ids), min(client_ids))
         self.assertEqual({r["state"] for r in rows}, {"succeeded"})
+
+        # Both server orders end done, the first one written when the leader was back.
+        server_orders = [v["Items"] for v in self.nomad.variables()
+                         if v["Path"].startswith("nomad-medic/restart/") and
+                         v.get("Items", {}).get("kind") == "server_restart"]
+        self.assertEqual(sorted((o["target"], o["state"]) for o in server_orders),
+                         [("server-2.global", "done"), ("server-3.global", "done")])
 
         # Everything is back.
         self.assertTrue(all(n["Status"] == "ready" for n in self.nomad.state()["nodes"]))
@@ -476,11 +487,14 @@ class NodeAgent(RestartCase):
         # Down for two minutes, and no heartbeat Variable: only the node scope can write it.
         self.node = builder.node("client-4", status="down", down_for_s=120)
         self.nomad.load(builder.build())
+
+        # The node scope reads empty host directories, and its host rules are off.
         self.node_db = os.path.join(self.tmp, "node.db")
         self.node_log = os.path.join(self.tmp, "node-restarts.log")
         host = os.path.join(self.tmp, "host")
         for sub in ("netns", "cni", "ipam", "ipam-legacy"):
             os.makedirs(os.path.join(host, sub))
+
         node_text = "\n".join([
             "nomad = { address = %s; retries = 0; };" % libconfig_string(self.nomad.address),
             "journal = { path = %s; };" % libconfig_string(self.node_db),
@@ -501,6 +515,7 @@ class NodeAgent(RestartCase):
             "",
         ])
         self.node_config = write_config(self.tmp, node_text, "node.conf")
+
         self.cluster_config = self.write_policy(client={"executor": "node-agent"})
 
     def node_once(self):
@@ -593,15 +608,18 @@ class Instance:
                                         stderr=self.stderr)
 
     def stop(self, sig):
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.stopped_at = time.time()
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        """Send sig and return the exit status (negative: killed by a signal)."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.stopped_at = time.time()
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
 
     def close(self):
         self.stop(signal.SIGTERM)
@@ -658,13 +676,16 @@ class TwoInstances(RestartCase):
                            for node_id in self.hung])
         self.wait_for("the first restart", lambda: len(self.first.restarts()) == 1, 15)
         in_flight = self.first.restarts()[0]["node"]
-        self.first.stop(sig)
+        self.assertEqual(self.first.stop(sig), 0 if sig == signal.SIGTERM else -sig)
         self.wait_for("every hung client to be restarted and ready",
                       lambda: (len(self.nomad.restarts()) == 3 and
                                all(n["Status"] == "ready" for n in self.nomad.state()["nodes"])),
                       timeout)
         time.sleep(1.5)       # a few more passes of the second instance
-        self.second.stop(signal.SIGTERM)
+        self.assertEqual(self.second.stop(signal.SIGTERM), 0)
+        for instance in (self.first, self.second):
+            self.assertNotIn("AddressSanitizer", instance.stderr_text())
+            self.assertNotIn("runtime error", instance.stderr_text())
         return in_flight
 
     def check_take_over(self, in_flight):
