@@ -9,6 +9,7 @@ packages=(
   containernetworking-plugins iptables nftables iproute2
   libmicrohttpd-dev prometheus
   golang-go golang-github-hashicorp-hcl-v2-dev jq systemd
+  time curl
 )
 
 run_as_root() {

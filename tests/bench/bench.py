@@ -72,7 +72,7 @@ PASS_TIMEOUT_S = 1800
 
 
 class BenchError(Exception):
-    """A measurement could not run or gave a wrong answer."""
+    """A measurement could not run or gave a wrong result."""
 
 
 def log(message):
@@ -371,7 +371,7 @@ def measure_pass(args, server, scenario, workdir, run):
 
 
 def measure_server_lists(server):
-    """Seconds the server takes to answer each list once (no compression, one connection)."""
+    """Time one uncompressed GET of each list on a fresh connection; return seconds and bytes per path."""
     timings = {}
     for path in ("/v1/nodes", "/v1/allocations?namespace=*&task_states=false", "/v1/services?namespace=*"):
         status, data, seconds = server.request("GET", path)
@@ -434,7 +434,7 @@ def measure_runbook(args, server, scenario, workdir):
     shutil.rmtree(work, ignore_errors=True)
     out, err = os.path.join(workdir, "runbook.out"), os.path.join(workdir, "runbook.err")
     log("runbook: %s" % ("%d of %d service requests, then extrapolated" % (limit, pairs) if limit
-                         else "all %d service requests (about 15 ms each here)" % pairs))
+                         else "all %d service requests, one curl and one jq each" % pairs))
     wall, _, code = run_measured(["bash", os.path.join(HERE, "runbook.sh"), server.address, work,
                                   str(limit)], out, err, 4 * 3600)
     if code != 0:
@@ -820,6 +820,13 @@ def targets_of(results):
 # ---------------------------------------------------------------------------
 
 
+# Sizes and durations of a full run and of --smoke; an option given on the command line wins.
+FULL_DEFAULTS = {"scales": "1,2", "repeat": 3, "idle_seconds": 60, "idle_interval": "1m",
+                 "node_netns": 1000, "node_allocs": 100, "node_repeat": 5}
+SMOKE_DEFAULTS = {"scales": "0.01,0.02", "repeat": 1, "idle_seconds": 3, "idle_interval": "2s",
+                  "node_netns": 20, "node_allocs": 4, "node_repeat": 2}
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--binary", default=os.environ.get("NOMAD_MEDIC_BIN"),
@@ -827,35 +834,40 @@ def parse_args(argv):
     parser.add_argument("--build-dir", help="the CMake build directory, for the node part's "
                         "inventory timer (default: the binary's directory)")
     parser.add_argument("--server", default=DEFAULT_SERVER, help="the test Nomad API server script")
-    parser.add_argument("--scales", default="1,2", help="comma-separated scale factors (default 1,2)")
+    parser.add_argument("--scales", help="comma-separated scale factors (default 1,2; smoke 0.01,0.02)")
     parser.add_argument("--seed", type=int, default=20240601, help="scenario seed (default 20240601)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of the pass and each floor (default 3)")
+
+    parser.add_argument("--repeat", type=int, help="runs of the pass and each floor (default 3; smoke 1)")
     parser.add_argument("--runbook-sample", type=int, default=0,
                         help="time the runbook on this many service requests and extrapolate "
                         "(default 0: run it fully)")
     parser.add_argument("--no-runbook", dest="runbook", action="store_false", help="skip the runbook")
-    parser.add_argument("--idle-seconds", type=int, default=60, help="idle window in seconds (default 60)")
-    parser.add_argument("--idle-interval", default="1m", help="controller.interval for the idle run "
-                        "(default 1m, the shipped default)")
+
+    parser.add_argument("--idle-seconds", type=int, help="idle window in seconds (default 60; smoke 3)")
+    parser.add_argument("--idle-interval", help="controller.interval for the idle run "
+                        "(default 1m, the shipped default; smoke 2s)")
     parser.add_argument("--no-idle", dest="idle", action="store_false", help="skip the idle run")
+
     parser.add_argument("--no-node", dest="node", action="store_false", help="skip the node-scope part")
-    parser.add_argument("--node-netns", type=int, default=1000, help="named namespaces (default 1000)")
-    parser.add_argument("--node-allocs", type=int, default=100, help="CNI allocations (default 100)")
-    parser.add_argument("--node-repeat", type=int, default=5, help="inventory reads and plans (default 5)")
+    parser.add_argument("--node-netns", type=int, help="named namespaces (default 1000; smoke 20)")
+    parser.add_argument("--node-allocs", type=int, help="CNI allocations (default 100; smoke 4)")
+    parser.add_argument("--node-repeat", type=int, help="inventory reads and plans (default 5; smoke 2)")
+
     parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes (scales 0.01,0.02, one run, 3 s idle window, 20 namespaces "
-                        "and 4 allocations as root): checks that every part runs")
+                        help="small-size defaults that check every part runs, in well under a minute; "
+                        "the node part runs only as root")
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
-    if args.smoke:
-        args.scales = "0.01,0.02"
-        args.repeat = 1
-        args.idle_seconds = 3
-        args.idle_interval = "2s"
-        args.node_netns = 20
-        args.node_allocs = 4
-        args.node_repeat = 2
+    defaults = SMOKE_DEFAULTS if args.smoke else FULL_DEFAULTS
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    for name, low, high in (("repeat", 1, 100), ("idle_seconds", 1, 3600), ("node_netns", 0, 100000),
+                            ("node_allocs", 1, 200), ("node_repeat", 1, 100), ("runbook_sample", 0, 10**9)):
+        if not low <= getattr(args, name) <= high:
+            parser.error("invalid --%s %r; use %d to %d" % (name.replace("_", "-"), getattr(args, name),
+                                                            low, high))
     if not args.binary:
         parser.error("--binary (or NOMAD_MEDIC_BIN) is required")
     if not os.access(GNU_TIME, os.X_OK):

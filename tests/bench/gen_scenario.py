@@ -22,9 +22,9 @@ The shape follows a real cluster:
 - 0.2 % of the nodes are down; the lost allocations sit on them.
 - One evaluation per 20 allocations, mostly complete.
 
-Besides the Nomad objects the output holds "_bench" (the server ignores
-keys that start with "_"): the seed, the scale, the counts, the sorted
-(namespace, service) pairs and the expected orphans.
+Besides the Nomad objects, the output contains "_bench", which the server
+ignores because the key starts with "_". It records the seed, the scale, the
+counts, the sorted (namespace, service) pairs and the expected orphans.
 
 Usage:
     gen_scenario.py [--scale 1] [--seed 20240601] [--output FILE]

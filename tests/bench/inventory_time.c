@@ -126,7 +126,8 @@ int main(int argc, char **argv)
     printf("{\"reads\": %d, \"min_ms\": %.3f, \"median_ms\": %.3f, \"max_ms\": %.3f, "
            "\"netns\": %zu, \"reservations\": %zu, \"caches\": %zu, \"rules\": %zu, \"chains\": %zu, "
            "\"veths\": %zu, \"failed_sources\": [",
-           repeat, times[0], times[repeat / 2], times[repeat - 1], inv.n_netns, inv.n_reservations,
+           repeat, times[0], (times[(repeat - 1) / 2] + times[repeat / 2]) / 2, times[repeat - 1],
+           inv.n_netns, inv.n_reservations,
            inv.n_caches, inv.n_rules, inv.n_chains, inv.n_veths);
     for (int s = 0, first = 1; s < HOST_SRC_COUNT; s++) {
         if (inv.sources[s].ok)

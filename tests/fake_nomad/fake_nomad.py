@@ -20,6 +20,7 @@ Standard library only. Listens on 127.0.0.1 only.
 """
 
 import argparse
+import bisect
 import copy
 import gzip
 import hashlib
@@ -1597,8 +1598,12 @@ class ClusterState:
             assign_indexes(evaluation)
             evals[evaluation["ID"]] = evaluation
         allocs = {}
+        # fill_alloc looks only at the registrations of its own alloc.
+        regs_by_alloc = {}
+        for raw in raw_regs:
+            regs_by_alloc.setdefault(raw.get("AllocID", ""), []).append(raw)
         for raw in raw_allocs:
-            alloc = fill_alloc(raw, nodes, raw_regs, region, load_ns)
+            alloc = fill_alloc(raw, nodes, regs_by_alloc.get(raw["ID"], ()), region, load_ns)
             assign_indexes(alloc)
             alloc.setdefault("AllocModifyIndex", alloc["CreateIndex"])
             sync_job_indexes(alloc)
@@ -2735,6 +2740,43 @@ class NomadApi:
 
     def __init__(self, state):
         self.state = state
+        self.views = {}     # name -> ((generation, index), value), see view()
+
+    def view(self, name, build):
+        """Return build()'s result, rebuilt only after a write (index) or a load (generation)."""
+        version = (self.state.generation, self.state.index)
+        entry = self.views.get(name)
+        if entry is None or entry[0] != version:
+            entry = (version, build())
+            self.views[name] = entry
+        return entry[1]
+
+    def seek_by_create_index(self, call, table, namespace):
+        """Return (page, next_token) of a table ordered by (CreateIndex, ID), found by bisection.
+
+        Gives the same pages as ordered_by_create_index() for requests without
+        prefix= and reverse=, without sorting the table for each page. Returns
+        None for a next_token that is not `<CreateIndex>.<ID>`.
+        """
+        def build():
+            objects = sorted((o for o in getattr(self.state, table).values()
+                              if namespace == "*" or o.get("Namespace", "default") == namespace),
+                             key=lambda o: (o["CreateIndex"], o["ID"]))
+            return objects, [(o["CreateIndex"], o["ID"]) for o in objects]
+
+        objects, keys = self.view((table, namespace), build)
+        start = 0
+        token = call.param("next_token")
+        if token:
+            parts = token.split(".", 1)
+            if len(parts) != 2 or not parts[0].isdigit():
+                return None
+            start = bisect.bisect_left(keys, (int(parts[0]), parts[1]))
+        per_page = call.per_page()
+        end = start + per_page if per_page else len(objects)
+        if end < len(objects):
+            return objects[start:end], "%d.%s" % keys[end]
+        return objects[start:], None
 
     # -- shared checks ------------------------------------------------------
 
@@ -3008,8 +3050,13 @@ class NomadApi:
         with_resources = call.flag("resources")
 
         def compute():
-            objects = [a for a in self.state.allocs.values() if in_namespace(a)]
-            page, token = self.ordered_by_create_index(call, objects)
+            found = None
+            if not call.param("prefix", "") and not call.flag("reverse"):
+                found = self.seek_by_create_index(call, "allocs", call.namespace())
+            if found is None:
+                objects = [a for a in self.state.allocs.values() if in_namespace(a)]
+                found = self.ordered_by_create_index(call, objects)
+            page, token = found
             reply = Reply.json([alloc_stub(a, with_task_states, with_resources) for a in page])
             reply.index = self.state.table_index["allocs"]
             reply.next_token = token
@@ -3174,9 +3221,15 @@ class NomadApi:
     def service_read(self, call, name):
         in_namespace = self.namespace_filter(call)
 
+        def by_name():
+            grouped = {}
+            for reg in self.state.services.values():
+                grouped.setdefault(reg["ServiceName"], []).append(reg)
+            return grouped
+
         def compute():
-            regs = sorted((r for r in self.state.services.values()
-                           if r["ServiceName"] == name and in_namespace(r)),
+            regs = sorted((r for r in self.view("services_by_name", by_name).get(name, ())
+                           if in_namespace(r)),
                           key=lambda r: "%s.%s" % (r["Namespace"], r["ID"]))
             token_of = lambda r: "%s.%s" % (r["Namespace"], r["ID"])  # noqa: E731
             page, token = paginate(regs, token_of, compare_plain_token(token_of),
