@@ -36,7 +36,7 @@ enum resolve_result {
 enum poll_result {
     POLL_WAITING = 0,      /* not finished yet */
     POLL_DONE,             /* succeeded */
-    POLL_FAILED,           /* failed (a timeout, a failed order); note says why */
+    POLL_FAILED,           /* failed (a timeout, a failed order); note gives the reason */
 };
 
 struct policy;

@@ -253,7 +253,7 @@ static int plan_incomplete(const struct pass_result *r)
 
         if (!st->enabled || st->evaluated)
             continue;
-        /* A debug bundle holds no service registrations and no Variables. */
+        /* A debug bundle contains no service registrations and no Variables. */
         if (strcmp(r->snapshot.source_name, "debug-bundle") == 0 &&
             (strcmp(st->rule, RULE_ORPHAN_SERVICES) == 0 || strcmp(st->rule, RULE_CLIENT_RESTART) == 0 ||
              strcmp(st->rule, RULE_SERVER_RESTART) == 0 || strcmp(st->rule, RULE_NODE_INELIGIBLE) == 0))
@@ -371,7 +371,7 @@ static void wait_holding(struct coordination *coord, int holding, long seconds)
 
 /*
  * Block on the watched lists (blocking queries with the indexes of the last
- * pass) instead of listing everything again. per_page=1 keeps each answer
+ * pass) instead of listing everything again. per_page=1 keeps each response
  * small: only its X-Nomad-Index matters. Returns 1 when a list changed, 0
  * when the wait ran out, -1 when a watch read failed.
  */
@@ -448,7 +448,7 @@ static void wait_watching(struct controller *c, struct coordination *coord, cons
     }
 }
 
-/* Node scope: between passes, keep the heartbeat going and answer restart orders. */
+/* Node scope: between passes, keep the heartbeat going and carry out restart orders. */
 static void wait_as_node_agent(struct node_agent *agent, long seconds)
 {
     long long end = (long long)time(NULL) + seconds;
@@ -459,7 +459,7 @@ static void wait_as_node_agent(struct node_agent *agent, long seconds)
 
         if (left <= 0)
             break;
-        /* Short blocking reads, so SIGTERM is answered within a few seconds. */
+        /* Short blocking reads, so SIGTERM is handled within a few seconds. */
         if (node_agent_step(agent, now, left < 5 ? left : 5) != 0)
             sleep_interruptible(left < 5 ? left : 5);
     }

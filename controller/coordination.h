@@ -10,7 +10,7 @@
  *                                   the result of its local agent's health check
  *   <prefix>/restart/<node ID>      a restart order, written by the cluster
  *                                   scope with check-and-set, carried out and
- *                                   answered by the node scope (node-agent executor)
+ *                                   carried out by the node scope (node-agent executor)
  *
  * All of them live in the namespace coordination.namespace.
  */

@@ -31,7 +31,7 @@
 
 #define HOST_ID_LEN 36
 
-/* Where things are on the host. Strings are owned (malloc'd) by the struct. */
+/* Locations of the client's network state on the host. Strings are owned (malloc'd) by the struct. */
 struct host_paths {
     char *netns_dir;          /* default /var/run/netns */
     char *cni_cache_dir;      /* default /var/lib/cni/results */
@@ -213,7 +213,7 @@ struct host_step {
 struct host_cleanup_report {
     struct host_step *steps;
     size_t n_steps;
-    int complete;          /* after the last step, the re-read inventory holds nothing of the allocation */
+    int complete;          /* after the last step, the re-read inventory contains nothing of the allocation */
     cJSON *remaining;      /* what is still there (same shape as host_inventory_alloc_json), or NULL */
 };
 

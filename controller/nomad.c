@@ -1297,7 +1297,7 @@ static int is_retryable(const struct nomad_response *resp, CURLcode code)
         /* "No cluster leader" (500) can clear after an election, but a 2xx with stale data is a complete response. */
         return resp->status >= 500;
     case NOMAD_ERR_STATUS:
-        /* Autopilot answers 429 with its health report when the servers are unhealthy: a definite answer. */
+        /* Autopilot returns 429 with its health report when the servers are unhealthy, which is a final result. */
         if (resp->status == 429)
             return resp->body == NULL || strstr(resp->body, "\"Healthy\"") == NULL;
         if (resp->status < 500)

@@ -59,12 +59,12 @@ int nomad_conn_config_from_env(struct nomad_conn_config *cfg);
 
 void nomad_conn_config_free(struct nomad_conn_config *cfg);
 
-/* What went wrong with one request. NOMAD_OK covers any 2xx status. */
+/* Outcome of one request. NOMAD_OK covers any 2xx status. */
 enum nomad_result {
     NOMAD_OK = 0,
     NOMAD_ERR_TRANSPORT,    /* could not connect, connection dropped, TLS failure */
     NOMAD_ERR_TIMEOUT,
-    NOMAD_ERR_STATUS,       /* a non-2xx status; body holds Nomad's plain-text error */
+    NOMAD_ERR_STATUS,       /* a non-2xx status; body contains Nomad's plain-text error */
     NOMAD_ERR_TOO_LARGE,    /* body exceeded max_response_bytes */
     NOMAD_ERR_NO_LEADER,    /* X-Nomad-KnownLeader: false, or "No cluster leader" */
     NOMAD_ERR_INTERNAL,     /* allocation failure or a libcurl setup error */

@@ -213,7 +213,7 @@ static cJSON *row_json(const struct journal_action *a)
     if (a->decided_at > 0)
         cJSON_AddStringToObject(o, "decided_at", format_utc(a->decided_at, when, sizeof(when)));
     cJSON_AddNumberToObject(o, "attempts", a->attempts);
-    /* The same column holds the error of a failure and the note of a success. */
+    /* The same column stores the error of a failure and the note of a success. */
     if (a->state == JS_FAILED || a->state == JS_UNKNOWN || a->state == JS_BLOCKED)
         ADD_STR("last_error", a->last_error);
     else

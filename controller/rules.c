@@ -408,7 +408,7 @@ static int node_reads_ok(const struct snapshot *s, struct rule_status *st)
 }
 
 /*
- * 1 when the host holds state of alloc_id on the configured network beyond
+ * 1 when the host has state of alloc_id on the configured network beyond
  * a namespace: a cache file, a reservation, a chain or rule, or a veth on
  * the bridge. A UUID-named namespace alone may belong to another CNI
  * network or another tool, so it is never a candidate by itself.

@@ -26,10 +26,10 @@
 #define RULE_NODE_INELIGIBLE "node_ineligible"
 #define RULE_COUNT 8
 
-/* What became of a proposed action in this pass. */
+/* Outcome of a proposed action in this pass. */
 enum outcome {
     OUTCOME_NONE = 0,          /* advisory, or not yet decided */
-    OUTCOME_BLOCKED,           /* a guard stopped it: blocked_by and detail say which and why */
+    OUTCOME_BLOCKED,           /* a guard stopped it: blocked_by names the guard and detail the reason */
     OUTCOME_DRY_RUN,           /* would run; journaled as dry_run */
     OUTCOME_PENDING_APPROVAL,  /* queued, or still waiting, for an operator */
     OUTCOME_SUCCEEDED,

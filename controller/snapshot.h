@@ -175,7 +175,7 @@ struct snapshot {
     size_t n_servers, cap_servers;
     int autopilot_ok;
     int autopilot_healthy;
-    int heartbeats_ok;             /* every down node's heartbeat read answered (found or 404) */
+    int heartbeats_ok;             /* every down node's heartbeat read succeeded (found or 404) */
     struct snap_heartbeat *heartbeats;
     size_t n_heartbeats, cap_heartbeats;
     char *coordination_problem;    /* why the leadership lock cannot be used, or NULL: restarts are off then */

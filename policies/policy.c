@@ -788,7 +788,7 @@ static int set_builtin_defaults(struct policy *p)
      * evidence about the node itself. */
     p->breaker_max_unhealthy = 0.3;
     /* In a 1- or 2-node cluster a single down node is already 50-100%, so
-     * the share tells nothing about a partition. */
+     * the share says nothing reliable about a partition. */
     p->breaker_min_nodes = 3;
 
     p->orphan_services.common.enabled = 1;

@@ -50,7 +50,7 @@ class Approval(MedicTestCase):
         # Approving a rejected action is refused.
         proc = self.medic("actions", "approve", str(chosen["id"]), "--db", self.db, expect=1)
         self.assertIn("cannot approve", proc.stderr)
-        # The rejection stands: the same action is not queued again while its evidence is the same.
+        # The rejection remains in force: the same action is not queued again while its evidence is the same.
         requeued = [r for r in self.pending() if r["target"] == chosen["target"]]
         self.assertEqual(requeued, [])
         blocked = self.journal_rows("state = 'blocked' AND blocked_by = 'rejected'")

@@ -30,143 +30,17 @@
 
 #include "../../controller/nomad.h"
 
+#define FAKE_SERVER_TEST_NAME "test_nomad"
+#include "fake_server.h"
+
 #define NODE_COUNT 50
 #define TOKEN "8f1c2e0a-token-under-test-5d9b"
 #define LAST_CONTACT_MS 42
 
-static pid_t server_pid = -1;
 static char temp_dir[] = "/tmp/test_nomad.XXXXXX";
-static char base_url[64];
 static char node_ids[NODE_COUNT][37];
 
 /* ---- helpers: test server process ---- */
-
-static void sleep_ms(long ms)
-{
-    struct timespec delay = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-
-    nanosleep(&delay, NULL);
-}
-
-static double now_s(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
-}
-
-/* Start fake_nomad.py and wait up to 15 s for its port file. Returns the port or -1. */
-static int start_server(const char *port_file)
-{
-    pid_t parent = getpid();
-
-    server_pid = fork();
-    if (server_pid < 0)
-        return -1;
-    if (server_pid == 0) {
-        /* Stop the server with this test even if the test dies before its teardown. */
-        if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent)
-            _exit(127);
-        execl(NM_PYTHON, NM_PYTHON, NM_FAKE_NOMAD, "--port-file", port_file, (char *)NULL);
-        fprintf(stderr, "test_nomad: cannot run %s %s: %s\n", NM_PYTHON, NM_FAKE_NOMAD,
-                strerror(errno));
-        _exit(127);
-    }
-    for (int i = 0; i < 1500; i++) {
-        FILE *file = fopen(port_file, "r");
-        int status;
-
-        if (file != NULL) {
-            int port = -1;
-
-            if (fscanf(file, "%d", &port) != 1)
-                port = -1;
-            fclose(file);
-            if (port > 0)
-                return port;
-        }
-        if (waitpid(server_pid, &status, WNOHANG) == server_pid) {
-            server_pid = -1;
-            return -1;
-        }
-        sleep_ms(10);
-    }
-    return -1;
-}
-
-static void stop_server(void)
-{
-    if (server_pid > 0) {
-        kill(server_pid, SIGTERM);
-        waitpid(server_pid, NULL, 0);
-        server_pid = -1;
-    }
-}
-
-/* ---- helpers: control API (plain libcurl, independent of the client under test) ---- */
-
-struct buffer {
-    char *data;
-    size_t len;
-};
-
-static size_t collect(char *data, size_t size, size_t nmemb, void *userdata)
-{
-    struct buffer *buf = userdata;
-    char *grown = realloc(buf->data, buf->len + size * nmemb + 1);
-
-    if (grown == NULL)
-        return 0;
-    buf->data = grown;
-    memcpy(buf->data + buf->len, data, size * nmemb);
-    buf->len += size * nmemb;
-    buf->data[buf->len] = '\0';
-    return size * nmemb;
-}
-
-/* Send a control request; returns the body (caller frees) and asserts status 200. */
-static char *control(const char *method, const char *path, const char *body)
-{
-    CURL *easy = curl_easy_init();
-    struct buffer buf = {NULL, 0};
-    char url[256];
-    long status = 0;
-
-    assert_non_null(easy);
-    snprintf(url, sizeof(url), "%s%s", base_url, path);
-    curl_easy_setopt(easy, CURLOPT_URL, url);
-    curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(easy, CURLOPT_WRITEDATA, &buf);
-    curl_easy_setopt(easy, CURLOPT_TIMEOUT, 30L);
-    if (body != NULL)
-        curl_easy_setopt(easy, CURLOPT_POSTFIELDS, body);
-    assert_int_equal(curl_easy_perform(easy), CURLE_OK);
-    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
-    if (status != 200)
-        fprintf(stderr, "control %s %s: status %ld: %s\n", method, path, status,
-                buf.data != NULL ? buf.data : "");
-    assert_int_equal(status, 200);
-    curl_easy_cleanup(easy);
-    return buf.data != NULL ? buf.data : strdup("");
-}
-
-static void set_faults(const char *rules_json)
-{
-    free(control("PUT", "/_test/faults", rules_json));
-}
-
-/* The server's request log as parsed JSON; the caller deletes it. */
-static cJSON *recorded_requests(void)
-{
-    char *text = control("GET", "/_test/requests", NULL);
-    cJSON *log = cJSON_Parse(text);
-
-    free(text);
-    assert_non_null(log);
-    return log;
-}
 
 static int count_requests(const char *method, const char *path)
 {
