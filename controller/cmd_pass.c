@@ -84,7 +84,8 @@ struct run_telemetry {
     int holds_lock;
     long long last_complete_at;
     /* From the last pass, for watching between passes. */
-    size_t last_proposed;
+    long long next_due;        /* reconcile_next_due() */
+    long long pass_started;    /* the pass's clock, Unix s */
     int last_pass_ok;
     unsigned long long watch_index[WATCH_COUNT];
 };
@@ -120,7 +121,8 @@ static int live_pass_observed(struct controller *c, int read_only, const struct 
         else
             report_pass_text(stdout, &r, c->policy, title);
     }
-    t->last_proposed = r.proposed;
+    t->next_due = reconcile_next_due(&r);
+    t->pass_started = r.now;
     t->last_pass_ok = rc == 0 && r.complete;
     memcpy(t->watch_index, r.snapshot.watch_index, sizeof(t->watch_index));
     if (t->metrics != NULL)
@@ -416,35 +418,80 @@ static int watch_for_change(struct nomad_client *client, const unsigned long lon
     return rc;
 }
 
+/* 1 when an operator approved an action since the last pass started (the loop then passes at once). */
+static int approvals_waiting(struct controller *c, const struct run_telemetry *t)
+{
+    char why[512];
+    int approved = 0;
+
+    if (journal_approved_since(c->journal, t->pass_started, &approved, why, sizeof(why)) != JOURNAL_OK) {
+        log_warn("main", "checking for approvals failed: %s", why);
+        return 1;
+    }
+    if (approved > 0)
+        log_info("main", "%d action(s) approved since the last pass; passing now", approved);
+    return approved > 0;
+}
+
 /*
- * Wait for the next pass on a quiet cluster: watch the lists until one
- * changes, keeping the lock, and run a full pass at least every ten
- * intervals anyway. A pass with proposed actions does not come here: their
- * guards (grace, cooldown, rate limits, approvals) change with time alone.
+ * Wait for the next pass. Passes start at most once per interval: a busy
+ * cluster whose allocations change every second must not be listed back to
+ * back. After the interval, block on the watched lists until one changes
+ * (a change made meanwhile returns at once), the last pass's due time comes
+ * (reconcile_next_due()), or an operator approves an action, keeping the
+ * lock throughout. A full pass runs at least every ten intervals anyway, for
+ * what no list shows (server members, Variables). When a watch read fails,
+ * the rest of the interval is waited out instead.
  */
 static void wait_watching(struct controller *c, struct coordination *coord, const struct run_telemetry *t)
 {
     const struct policy *p = c->policy;
-    long long resync_at = (long long)time(NULL) + 10 * p->interval_s;
-    long chunk = p->interval_s;
+    long long started = (long long)time(NULL);
+    long long earliest = t->pass_started + p->interval_s;
+    long long until = started + 10 * (long long)p->interval_s;
+    long cap = p->interval_s;
     char why[512];
 
+    if (t->next_due < until)
+        until = t->next_due;
+    if (until < earliest)
+        until = earliest;
     /* Renew the lock between blocking reads, and stay answerable to SIGTERM. */
-    if (coord->lock_id != NULL && chunk > p->lock_ttl_s / 3)
-        chunk = p->lock_ttl_s / 3 > 0 ? p->lock_ttl_s / 3 : 1;
-    if (chunk > 10)
-        chunk = 10;
-    while (!stop_requested && !reload_requested && (long long)time(NULL) < resync_at) {
-        int changed = watch_for_change(c->client, t->watch_index, chunk);
+    if (coord->lock_id != NULL && cap > p->lock_ttl_s / 3)
+        cap = p->lock_ttl_s / 3 > 0 ? p->lock_ttl_s / 3 : 1;
+    if (cap > 10)
+        cap = 10;
+    while (!stop_requested && !reload_requested) {
+        long long now = (long long)time(NULL);
+        long chunk;
+        int changed;
 
+        if (now >= until)
+            return;
+        if (now < earliest) {
+            /* Nothing is sent before the interval is up; the approval check reads only the journal. */
+            chunk = earliest - now < cap ? (long)(earliest - now) : cap;
+            sleep_interruptible(chunk);
+            if (coord->lock_id != NULL && coord_hold(coord, (long long)time(NULL), why, sizeof(why)) != LOCK_HELD)
+                return;
+            if (approvals_waiting(c, t))
+                return;
+            continue;
+        }
+        chunk = until - now < cap ? (long)(until - now) : cap;
+        changed = watch_for_change(c->client, t->watch_index, chunk);
         if (coord->lock_id != NULL && coord_hold(coord, (long long)time(NULL), why, sizeof(why)) != LOCK_HELD)
             return;
         if (changed > 0)
             return;
         if (changed < 0) {
-            sleep_interruptible(chunk);
+            now = (long long)time(NULL);
+            if (now - started < p->interval_s)
+                wait_holding(coord, coord->lock_id != NULL, (long)(p->interval_s - (now - started)));
             return;
         }
+        if (approvals_waiting(c, t))
+            return;
     }
 }
 
@@ -570,7 +617,7 @@ int cmd_run(const struct cli_options *opts)
             break;
         if (node_scope)
             wait_as_node_agent(&agent, p.interval_s);
-        else if (state != LOCK_STANDBY && telemetry.last_pass_ok && telemetry.last_proposed == 0)
+        else if (state != LOCK_STANDBY && telemetry.last_pass_ok && telemetry.next_due != 0)
             wait_watching(&c, &coord, &telemetry);
         else
             wait_holding(&coord, coord.lock_id != NULL,

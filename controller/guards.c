@@ -131,10 +131,15 @@ static int check_rate(struct guard_state *g, struct finding *f, const char *buck
         journal_bucket_take(g->journal, bucket, rate->count, rate->period_s, g->now, 0, &allowed,
                             &tokens, err, errsz) != JOURNAL_OK)
         return -1;
-    if (tokens - (double)used < 1.0)
+    if (tokens - (double)used < 1.0) {
+        /* The bucket gains count tokens per period_s, continuously, so this is when one is free. */
+        double wait_s = ((double)used + 1.0 - tokens) * (double)rate->period_s / (double)rate->count;
+
+        f->retry_at = g->now + (long long)wait_s + 1;
         return block(f, "rate_limit", "rate limit %s of %d per %s is used up (%.2f tokens left, "
                      "%d promised earlier in this pass)", bucket, rate->count,
                      policy_format_duration(rate->period_s, period, sizeof(period)), tokens, used);
+    }
     return 0;
 }
 
@@ -338,6 +343,7 @@ int guards_check(struct guard_state *g, struct finding *f, char *err, size_t err
     long long at;
     int rc;
 
+    f->retry_at = 0;
     if (g->paused)
         return block(f, "pause", "pause file %s exists; remove it to resume", p->pause_file);
     /* Without a leader only failed servers are proposed (rules_restart.c), and restarting them restores quorum. */
@@ -368,22 +374,26 @@ int guards_check(struct guard_state *g, struct finding *f, char *err, size_t err
             grace = p->server_restart.min_down_s;
         long long age = g->now - f->first_seen;
 
-        if (grace > 0 && age < grace)
+        if (grace > 0 && age < grace) {
+            f->retry_at = f->first_seen + grace;
             return block(f, "grace", "seen for %s of the %s grace period; %s left",
                          policy_format_duration((long)age, d1, sizeof(d1)),
                          policy_format_duration(grace, d2, sizeof(d2)),
                          policy_format_duration((long)(grace - age), why, sizeof(why)));
+        }
     }
 
     if (rule->cooldown_s > 0 && g->journal != NULL) {
         rc = journal_last_execution(g->journal, f->idem_key, &at, err, errsz);
         if (rc == JOURNAL_ERR)
             return -1;
-        if (rc == JOURNAL_OK && g->now - at < rule->cooldown_s)
+        if (rc == JOURNAL_OK && g->now - at < rule->cooldown_s) {
+            f->retry_at = at + rule->cooldown_s;
             return block(f, "cooldown", "%s was last acted on at %s; cooldown %s has %s left",
                          f->target, format_utc(at, d1, sizeof(d1)),
                          policy_format_duration(rule->cooldown_s, d2, sizeof(d2)),
                          policy_format_duration((long)(rule->cooldown_s - (g->now - at)), why, sizeof(why)));
+        }
     }
 
     {

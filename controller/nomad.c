@@ -10,6 +10,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "nomad.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <limits.h>
@@ -77,6 +78,7 @@ struct nomad_client {
     char *username;         /* HTTP Basic, NULL when unset; secret together with password */
     char *password;
     int https;
+    int local;              /* the address is a unix socket, a loopback address or "localhost" */
     char *ca_cert;
     char *ca_path;
     char *client_cert;
@@ -89,6 +91,7 @@ struct nomad_client {
     long retry_base_ms;
     size_t max_response_bytes;
     int max_connections;
+    int compress;           /* send Accept-Encoding */
 
     /* Request headers. They contain the ACL token, so never print them. */
     struct curl_slist *read_headers;
@@ -337,6 +340,7 @@ static int parse_unix_address(struct nomad_client *client, const char *address, 
         return -1;
     }
     client->unix_socket = strdup(socket_path);
+    client->local = 1;
     client->address = strdup(address);
     /* The host name is not used to connect, only sent in the Host header. */
     client->base_url = strdup("http://localhost");
@@ -345,6 +349,16 @@ static int parse_unix_address(struct nomad_client *client, const char *address, 
         return -1;
     }
     return 0;
+}
+
+/* 1 for "localhost", an IPv4 address in 127.0.0.0/8 and [::1], as libcurl's URL parser writes them. */
+static int is_local_host(const char *host)
+{
+    struct in_addr v4;
+
+    if (strcasecmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0)
+        return 1;
+    return inet_pton(AF_INET, host, &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127;
 }
 
 /*
@@ -386,6 +400,7 @@ static int parse_http_address(struct nomad_client *client, const struct nomad_co
     }
 
     client->https = strcmp(scheme, "https") == 0;
+    client->local = is_local_host(host);
     client->address = malloc(strlen(scheme) + strlen(host) + 32);
     if (client->address == NULL)
         goto oom;
@@ -681,6 +696,8 @@ struct nomad_client *nomad_client_new(const struct nomad_conn_config *cfg, char 
     client->retry_base_ms = cfg->retry_base_ms;
     client->max_response_bytes = cfg->max_response_bytes;
     client->max_connections = cfg->max_connections;
+    client->compress = cfg->compression == NOMAD_COMPRESSION_ON ||
+                       (cfg->compression == NOMAD_COMPRESSION_AUTO && !client->local);
 
     if (build_headers(client, cfg->token) != 0)
         goto oom;
@@ -735,6 +752,11 @@ void nomad_client_set_observer(struct nomad_client *client, nomad_observer_fn ob
 {
     client->observer = observer;
     client->observer_ctx = ctx;
+}
+
+int nomad_client_compresses(const struct nomad_client *client)
+{
+    return client->compress;
 }
 
 const char *nomad_client_address(const struct nomad_client *client)
@@ -941,8 +963,23 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
         return 0;
     }
     if (xfer->body_len + len + 1 > xfer->body_cap) {
-        size_t cap = xfer->body_cap != 0 ? xfer->body_cap : 16384;
+        size_t cap = xfer->body_cap;
         char *grown;
+
+        if (cap == 0) {
+            /*
+             * Size the first buffer from Content-Length, which is exact for an
+             * uncompressed body and a lower bound for a compressed one. A
+             * fixed large start would make thousands of small 404 bodies
+             * (allocation lookups) hold megabytes at once.
+             */
+            curl_off_t announced = -1;
+
+            curl_easy_getinfo(xfer->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &announced);
+            cap = 256;
+            if (announced > 0 && (uint64_t)announced < xfer->body_max)
+                cap = (size_t)announced + 1 > cap ? (size_t)announced + 1 : cap;
+        }
 
         while (cap < xfer->body_len + len + 1)
             cap *= 2;
@@ -1109,7 +1146,8 @@ static int setup_transfer(const struct nomad_client *client, struct transfer *xf
      * a TLS write to a connection the agent closed cannot kill the process.
      */
     SETOPT(easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    SETOPT(easy, CURLOPT_ACCEPT_ENCODING, "");
+    if (client->compress)
+        SETOPT(easy, CURLOPT_ACCEPT_ENCODING, "");
     SETOPT(easy, CURLOPT_USERAGENT, "nomad-medic/" NOMAD_MEDIC_VERSION);
     SETOPT(easy, CURLOPT_TCP_KEEPALIVE, 1L);
     SETOPT(easy, CURLOPT_CONNECTTIMEOUT_MS, client->connect_timeout_ms);

@@ -14,8 +14,7 @@
  * is sent as X-Nomad-Token and never appears in a log line, an error message
  * or the journal.
  *
- * Requests use HTTP/1.1, accept any compression libcurl supports, follow no
- * redirects and identify as "nomad-medic/<version>". libcurl honours the
+ * Requests use HTTP/1.1, follow no redirects and identify as "nomad-medic/<version>". libcurl honours the
  * http_proxy, https_proxy and no_proxy environment variables; unlike the Go
  * client it also proxies loopback addresses unless no_proxy lists them.
  */
@@ -24,6 +23,18 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+/*
+ * Whether responses are requested compressed (Accept-Encoding with every
+ * encoding libcurl supports). AUTO asks for compression unless the address is
+ * a loopback address, "localhost" or a unix socket: with no network between
+ * the two ends, compressing only costs the agent and the controller CPU time.
+ */
+enum nomad_compression {
+    NOMAD_COMPRESSION_AUTO = 0,
+    NOMAD_COMPRESSION_ON,
+    NOMAD_COMPRESSION_OFF,
+};
 
 /* Connection settings. Strings are owned (malloc'd) by the struct; NULL means unset. */
 struct nomad_conn_config {
@@ -45,6 +56,7 @@ struct nomad_conn_config {
     long retry_base_ms;        /* first backoff; default 200, doubled per retry, +-50% jitter */
     size_t max_response_bytes; /* default 64 MiB */
     int max_connections;       /* parallel reads in nomad_get_many(); default 8 */
+    enum nomad_compression compression;  /* default AUTO */
 };
 
 /* Fill every field with its default. Owned strings are allocated. */
@@ -118,6 +130,9 @@ void nomad_client_free(struct nomad_client *client);
 
 /* The base address, for messages: scheme://host[:port] or unix://path, without credentials. */
 const char *nomad_client_address(const struct nomad_client *client);
+
+/* Return 1 when the client requests compressed responses (see enum nomad_compression), else 0. */
+int nomad_client_compresses(const struct nomad_client *client);
 
 /*
  * Send one request. method is GET, PUT, POST or DELETE. path starts with

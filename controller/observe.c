@@ -568,6 +568,53 @@ static int lookup_seen(const struct snapshot *s, size_t first, const char *alloc
     return 0;
 }
 
+/* Lookups, like registration reads, go out in batches to bound the responses held at once. */
+#define LOOKUP_BATCH 128
+
+/* Record one batch of allocation lookups. Returns 0, or -1 on allocation failure. */
+static int process_lookup_batch(struct snapshot *s, char **paths, const char (*wanted)[UUID_LEN + 1],
+                                struct nomad_response *resps, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char read_name[64];
+        char error[768] = "";
+        int ok = 0;
+
+        snprintf(read_name, sizeof(read_name), "allocation %s", wanted[i]);
+        if (resps[i].result == NOMAD_OK) {
+            cJSON *root = parse_body(paths[i], &resps[i], error, sizeof(error));
+            const char *id = root ? json_string(root, "ID") : NULL;
+
+            if (root != NULL && id != NULL && strcmp(id, wanted[i]) == 0) {
+                ok = 1;
+                if (add_lookup(s, wanted[i], LOOKUP_FOUND,
+                               alloc_status_parse(json_string(root, "ClientStatus")), NULL) != 0) {
+                    cJSON_Delete(root);
+                    return -1;
+                }
+            } else if (root != NULL) {
+                snprintf(error, sizeof(error), "GET /v1/allocation/%s: response is not that allocation",
+                         wanted[i]);
+            }
+            cJSON_Delete(root);
+        } else if (resps[i].result == NOMAD_ERR_STATUS && resps[i].status == 404) {
+            ok = 1;
+            if (add_lookup(s, wanted[i], LOOKUP_NOT_FOUND, ALLOC_OTHER, NULL) != 0)
+                return -1;
+        } else {
+            snprintf(error, sizeof(error), "%s", resps[i].error);
+        }
+        if (!ok) {
+            log_warn("observe", "read %s failed: %s", read_name, error);
+            if (add_lookup(s, wanted[i], LOOKUP_FAILED, ALLOC_OTHER, error) != 0)
+                return -1;
+        }
+        if (snapshot_add_read(s, read_name, ok, ok ? NULL : error) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 /*
  * Look up, one by one, the allocations in ids[] (with their namespace, or
  * NULL) that the allocation list lacks. Only a 404 proves an allocation gone.
@@ -629,58 +676,26 @@ static int lookup_allocations(struct source *src, struct snapshot *s, const char
         goto out;
     }
 
-    resps = calloc(n, sizeof(*resps));
+    resps = calloc(n < LOOKUP_BATCH ? n : LOOKUP_BATCH, sizeof(*resps));
     if (resps == NULL)
         goto out;
-    for (size_t i = 0; i < n; i++)
-        nomad_response_init(&resps[i]);
-    source_get_many(src, (const char *const *)paths, n, resps);
+    for (size_t start = 0; start < n; start += LOOKUP_BATCH) {
+        size_t batch = n - start < LOOKUP_BATCH ? n - start : LOOKUP_BATCH;
 
-    for (size_t i = 0; i < n; i++) {
-        char read_name[64];
-        char error[768] = "";
-        int ok = 0;
-
-        snprintf(read_name, sizeof(read_name), "allocation %s", wanted[i]);
-        if (resps[i].result == NOMAD_OK) {
-            cJSON *root = parse_body(paths[i], &resps[i], error, sizeof(error));
-            const char *id = root ? json_string(root, "ID") : NULL;
-
-            if (root != NULL && id != NULL && strcmp(id, wanted[i]) == 0) {
-                ok = 1;
-                if (add_lookup(s, wanted[i], LOOKUP_FOUND,
-                               alloc_status_parse(json_string(root, "ClientStatus")), NULL) != 0) {
-                    cJSON_Delete(root);
-                    goto out;
-                }
-            } else if (root != NULL) {
-                snprintf(error, sizeof(error), "GET /v1/allocation/%s: response is not that allocation",
-                         wanted[i]);
-            }
-            cJSON_Delete(root);
-        } else if (resps[i].result == NOMAD_ERR_STATUS && resps[i].status == 404) {
-            ok = 1;
-            if (add_lookup(s, wanted[i], LOOKUP_NOT_FOUND, ALLOC_OTHER, NULL) != 0)
-                goto out;
-        } else {
-            snprintf(error, sizeof(error), "%s", resps[i].error);
-        }
-        if (!ok) {
-            log_warn("observe", "read %s failed: %s", read_name, error);
-            if (add_lookup(s, wanted[i], LOOKUP_FAILED, ALLOC_OTHER, error) != 0)
-                goto out;
-        }
-        if (snapshot_add_read(s, read_name, ok, ok ? NULL : error) != 0)
+        for (size_t k = 0; k < batch; k++)
+            nomad_response_init(&resps[k]);
+        source_get_many(src, (const char *const *)paths + start, batch, resps);
+        rc = process_lookup_batch(s, paths + start, wanted + start, resps, batch);
+        for (size_t k = 0; k < batch; k++)
+            nomad_response_free(&resps[k]);
+        if (rc != 0)
             goto out;
     }
     rc = 0;
 
 out:
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++)
         free(paths[i]);
-        if (resps != NULL)
-            nomad_response_free(&resps[i]);
-    }
     free(paths);
     free(resps);
     free(wanted);

@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "reconcile.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,9 +19,89 @@ void pass_result_free(struct pass_result *r)
     assessment_free(&r->assessment);
 }
 
+/*
+ * Rows that cause nothing outside the journal (findings seen, blocked and
+ * dry_run decisions) are written in one transaction per pass rather than
+ * one fdatasync each: a 2,500-orphan pass otherwise spends most of its
+ * journal time syncing. The batch is committed before anything that may
+ * send a request, so an action still starts only after its executing row is
+ * on disk. A crash loses at most the open batch, which the next pass writes
+ * again from what it observes.
+ */
+struct batch {
+    struct journal *journal;   /* NULL: nothing is written (plan, offline) */
+    int open;
+};
+
+static int batch_open(struct batch *b, char *err, size_t errsz)
+{
+    if (b->journal == NULL || b->open)
+        return 0;
+    if (journal_begin(b->journal, err, errsz) != JOURNAL_OK)
+        return -1;
+    b->open = 1;
+    return 0;
+}
+
+static int batch_commit(struct batch *b, char *err, size_t errsz)
+{
+    if (!b->open)
+        return 0;
+    b->open = 0;
+    return journal_commit(b->journal, err, errsz) == JOURNAL_OK ? 0 : -1;
+}
+
+static void batch_abort(struct batch *b)
+{
+    if (b->open)
+        journal_rollback(b->journal);
+    b->open = 0;
+}
+
+static int record_findings(struct controller *c, struct pass_result *r, int read_only, char *err,
+                           size_t errsz, struct batch *batch);
+
+long long reconcile_next_due(const struct pass_result *r)
+{
+    static const char *const changes_only[] = {"leader", "reads", "breaker", "precheck", "rejected"};
+    long long due = LLONG_MAX;
+
+    for (size_t i = 0; i < r->assessment.n; i++) {
+        const struct finding *f = &r->assessment.findings[i];
+        int on_change = 0;
+
+        if (f->action == NULL || f->outcome == OUTCOME_DRY_RUN || f->outcome == OUTCOME_PENDING_APPROVAL)
+            continue;
+        if (f->outcome != OUTCOME_BLOCKED || f->blocked_by == NULL)
+            return 0;
+        for (size_t k = 0; k < sizeof(changes_only) / sizeof(changes_only[0]); k++)
+            on_change |= strcmp(f->blocked_by, changes_only[k]) == 0;
+        if (on_change)
+            continue;
+        if (f->retry_at <= 0)
+            return 0;
+        if (f->retry_at < due)
+            due = f->retry_at;
+    }
+    return due;
+}
+
 /* Fill first-seen times from the journal; record them unless read_only. */
 static int track_findings(struct controller *c, struct pass_result *r, int read_only, char *err,
                           size_t errsz)
+{
+    struct batch batch = {read_only ? NULL : c->journal, 0};
+    int rc = record_findings(c, r, read_only, err, errsz, &batch);
+
+    if (rc != 0) {
+        batch_abort(&batch);
+        return -1;
+    }
+    return batch_commit(&batch, err, errsz);
+}
+
+static int record_findings(struct controller *c, struct pass_result *r, int read_only, char *err,
+                           size_t errsz, struct batch *batch)
 {
     struct assessment *as = &r->assessment;
 
@@ -41,6 +122,8 @@ static int track_findings(struct controller *c, struct pass_result *r, int read_
                 f->first_seen = r->now;
             continue;
         }
+        if (batch_open(batch, err, errsz) != 0)
+            return -1;
         evidence = cJSON_PrintUnformatted(f->evidence);
         rc = journal_finding_seen(c->journal, f->key, f->rule, f->subject, evidence, r->pass_id, r->now,
                                   &f->first_seen, err, errsz);
@@ -50,6 +133,8 @@ static int track_findings(struct controller *c, struct pass_result *r, int read_
     }
     if (read_only || c->journal == NULL)
         return 0;
+    if (batch_open(batch, err, errsz) != 0)
+        return -1;
     for (size_t i = 0; i < sizeof(as->rules) / sizeof(as->rules[0]); i++) {
         if (as->rules[i].rule != NULL && as->rules[i].evaluated &&
             journal_findings_sweep(c->journal, as->rules[i].rule, r->pass_id, err, errsz) != JOURNAL_OK)
@@ -58,11 +143,14 @@ static int track_findings(struct controller *c, struct pass_result *r, int read_
     return 0;
 }
 
+static int decide(struct controller *c, struct pass_result *r, struct exec_context *ctx, struct batch *batch,
+                  char *err, size_t errsz);
+
 static int act(struct controller *c, struct pass_result *r, int read_only, char *err, size_t errsz)
 {
-    struct assessment *as = &r->assessment;
     struct guard_state guards;
     struct exec_context ctx;
+    struct batch batch = {read_only ? NULL : c->journal, 0};
 
     guards_begin(&guards, c->policy, &r->snapshot, c->journal, r->now);
     memset(&ctx, 0, sizeof(ctx));
@@ -75,6 +163,21 @@ static int act(struct controller *c, struct pass_result *r, int read_only, char 
     ctx.pass_id = r->pass_id;
     ctx.read_only = read_only;
 
+    if (decide(c, r, &ctx, &batch, err, errsz) != 0) {
+        batch_abort(&batch);
+        return -1;
+    }
+    if (batch_commit(&batch, err, errsz) != 0)
+        return -1;
+    return execute_poll_started(&ctx, &r->snapshot, err, errsz);
+}
+
+/* Guard and execute each finding, batching the rows that start nothing (struct batch). */
+static int decide(struct controller *c, struct pass_result *r, struct exec_context *ctx, struct batch *batch,
+                  char *err, size_t errsz)
+{
+    struct assessment *as = &r->assessment;
+
     for (size_t i = 0; i < as->n; i++) {
         struct finding *f = &as->findings[i];
         int rc;
@@ -85,16 +188,22 @@ static int act(struct controller *c, struct pass_result *r, int read_only, char 
             continue;
         }
         r->proposed++;
-        rc = guards_check(&guards, f, err, errsz);
+        if (batch_open(batch, err, errsz) != 0)
+            return -1;
+        rc = guards_check(ctx->guards, f, err, errsz);
         if (rc < 0)
             return -1;
         if (rc == 1) {
             r->blocked++;
-            if (execute_record_blocked(&ctx, f, err, errsz) != 0)
+            if (execute_record_blocked(ctx, f, err, errsz) != 0)
                 return -1;
             continue;
         }
-        if (execute_finding(&ctx, f, err, errsz) != 0)
+        /* Only a dry run is sure to send nothing; anything else may start the action. */
+        if (policy_rule_mode(c->policy, rules_policy(c->policy, f->rule)) != MODE_DRY_RUN &&
+            batch_commit(batch, err, errsz) != 0)
+            return -1;
+        if (execute_finding(ctx, f, err, errsz) != 0)
             return -1;
         if (f->outcome == OUTCOME_SUCCEEDED)
             r->succeeded++;
@@ -104,12 +213,14 @@ static int act(struct controller *c, struct pass_result *r, int read_only, char 
             r->blocked++;
     }
 
+    if (batch_open(batch, err, errsz) != 0)
+        return -1;
     for (size_t i = 0; i < sizeof(as->rules) / sizeof(as->rules[0]); i++) {
         if (as->rules[i].rule != NULL && as->rules[i].evaluated &&
-            execute_retire_cleared(&ctx, as, as->rules[i].rule, err, errsz) != 0)
+            execute_retire_cleared(ctx, as, as->rules[i].rule, err, errsz) != 0)
             return -1;
     }
-    return execute_poll_started(&ctx, &r->snapshot, err, errsz);
+    return 0;
 }
 
 /* When the current leader was first seen, so clients can wait out a settling window after a change. */

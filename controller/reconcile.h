@@ -44,4 +44,18 @@ int reconcile_pass(struct controller *c, struct source *src, int read_only, stru
 
 void pass_result_free(struct pass_result *r);
 
+/*
+ * Return when the next pass is due if nothing in the cluster changes, so
+ * `run` can wait on blocking queries until then:
+ *   - the earliest time at which time alone lifts a guard that blocked an
+ *     action (grace, cooldown, rate limit);
+ *   - LLONG_MAX when only a change can alter the outcome: dry runs, actions
+ *     waiting for an operator, and blocks by the leader, reads, breaker,
+ *     precheck and rejection guards;
+ *   - 0, a pass at every interval, when an action ran, failed or is in
+ *     flight, or a block has no known end (pause file, restart ordering,
+ *     tokens gone at the start).
+ */
+long long reconcile_next_due(const struct pass_result *r);
+
 #endif

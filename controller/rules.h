@@ -59,6 +59,7 @@ struct finding {
 
     enum outcome outcome;
     const char *blocked_by;    /* guard name when BLOCKED */
+    long long retry_at;        /* BLOCKED by grace, cooldown or rate_limit: when time alone lifts it (Unix s) */
     char *detail;              /* why blocked, or the execution note/error */
     long long action_id;       /* journal row, 0 when none */
 };

@@ -359,6 +359,7 @@ enum setting_kind {
                          * strings, whose braces may only hold the command placeholders */
     KIND_ADDRESS_LIST,  /* struct policy_argv from an array of 0..MAX_ARGV_ELEMENTS KIND_ADDRESS values */
     KIND_EXECUTOR,      /* enum restart_executor: "exec" or "node-agent" */
+    KIND_COMPRESSION,   /* enum nomad_compression: "auto", "on" or "off" */
     KIND_TOKENS,        /* struct policy_listener (tokens and n_tokens) from a list of
                          * { name; token; } groups; policy_dump() never writes a token */
     KIND_LISTEN_ADDRESS,/* char *, "IPv4:port", "[IPv6]:port" or "localhost:port" */
@@ -406,6 +407,7 @@ static const struct setting_spec nomad_settings[] = {
      4LL * 1024 * 1024 * 1024, NULL},
     {"per_page", KIND_INT, AT(per_page), 1, 10000, NULL},
     {"max_connections", KIND_INT, AT(nomad.max_connections), 1, 64, NULL},
+    {"compression", KIND_COMPRESSION, AT(nomad.compression), NO_BOUNDS, NULL},
     END,
 };
 
@@ -1077,6 +1079,9 @@ static const char *expected_form(const struct setting_spec *spec, char *buf, siz
         break;
     case KIND_EXECUTOR:
         snprintf(buf, bufsz, "one of \"exec\", \"node-agent\"");
+        break;
+    case KIND_COMPRESSION:
+        snprintf(buf, bufsz, "one of \"auto\", \"on\", \"off\"");
         break;
     case KIND_TOKENS:
         snprintf(buf, bufsz, "a list of groups like ( { name = \"alice\"; token = \"<%d or more "
@@ -1763,6 +1768,23 @@ static int parse_executor(const char *text, enum restart_executor *out)
     return 0;
 }
 
+static const char *const compression_names[] = {
+    [NOMAD_COMPRESSION_AUTO] = "auto",
+    [NOMAD_COMPRESSION_ON] = "on",
+    [NOMAD_COMPRESSION_OFF] = "off",
+};
+
+static int parse_compression(const char *text, enum nomad_compression *out)
+{
+    for (size_t i = 0; i < sizeof(compression_names) / sizeof(compression_names[0]); i++) {
+        if (strcmp(text, compression_names[i]) == 0) {
+            *out = (enum nomad_compression)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 static int load_value(const struct load_ctx *ctx, const struct setting_spec *spec,
                       const config_setting_t *s, const char *name, struct policy *p)
 {
@@ -1810,6 +1832,10 @@ static int load_value(const struct load_ctx *ctx, const struct setting_spec *spe
     case KIND_EXECUTOR:
         if (parse_executor(text, FIELD(p, spec, enum restart_executor)) != 0)
             return fail_value(ctx, spec, s, name, "invalid executor", text);
+        return 0;
+    case KIND_COMPRESSION:
+        if (parse_compression(text, FIELD(p, spec, enum nomad_compression)) != 0)
+            return fail_value(ctx, spec, s, name, "invalid compression", text);
         return 0;
     default:
         return load_string(ctx, spec, s, name, p);
@@ -2203,6 +2229,10 @@ static void dump_value(FILE *out, int indent, const struct policy *p,
     case KIND_EXECUTOR:
         fprintf(out, "%s = \"%s\"", spec->name,
                 executor_name(*CFIELD(p, spec, enum restart_executor)));
+        break;
+    case KIND_COMPRESSION:
+        fprintf(out, "%s = \"%s\"", spec->name,
+                compression_names[*CFIELD(p, spec, enum nomad_compression)]);
         break;
     case KIND_TOKENS: {
         const struct policy_listener *listener = CFIELD(p, spec, struct policy_listener);

@@ -1464,6 +1464,28 @@ out:
     return rc;
 }
 
+int journal_approved_since(struct journal *j, long long since, int *count, char *err, size_t errsz)
+{
+    static const char operation[] = "counting recent approvals";
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    *count = 0;
+    rc = prepare(j, "SELECT count(*) FROM actions WHERE state = ?1 AND decided_at >= ?2", operation, &st,
+                 err, errsz);
+    if (rc != JOURNAL_OK)
+        return rc;
+    if (bind_text(st, 1, state_names[JS_APPROVED]) || sqlite3_bind_int64(st, 2, since) ||
+        sqlite3_step(st) != SQLITE_ROW) {
+        rc = db_err(j, operation, err, errsz);
+        goto out;
+    }
+    *count = sqlite3_column_int(st, 0);
+out:
+    sqlite3_finalize(st);
+    return rc;
+}
+
 /* ---- rate-limit buckets ---- */
 
 /* Tokens below this count as zero; refills sum fractions, and 0.1 * 10 may land just under 1. */

@@ -247,6 +247,13 @@ int journal_expire(struct journal *j, long long now, int *expired, char *err, si
 int journal_last_execution(struct journal *j, const char *idem_key, long long *at,
                            char *err, size_t errsz);
 
+/*
+ * Count the approved rows decided at or after since (Unix s). `run` calls
+ * it between passes, so an approval starts its action without waiting for
+ * the next timed pass.
+ */
+int journal_approved_since(struct journal *j, long long since, int *count, char *err, size_t errsz);
+
 /* ---- rate limits: token buckets that survive restarts ---- */
 
 /*

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 import unittest
@@ -123,6 +124,85 @@ class IdleWatch(MedicTestCase):
             child.send_signal(signal.SIGTERM)
             self.assertEqual(child.wait(timeout=20), 0)
             log.close()
+
+
+
+class PendingWatch(MedicTestCase):
+    """Findings blocked by time or waiting for an operator are watched, not re-read every interval."""
+
+    scenario = staticmethod(scenarios.two_namespaces)
+
+    def start(self, config):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}
+        self.log = open(os.path.join(self.tmp, "run.log"), "w+")
+        self.child = subprocess.Popen([os.environ["NOMAD_MEDIC_BIN"], "run", "--config", config],
+                                      env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def stop(self):
+        self.child.send_signal(signal.SIGTERM)
+        self.assertEqual(self.child.wait(timeout=20), 0)
+        self.log.close()
+
+    def listings(self):
+        return [r for r in self.nomad.requests() if r["path"] == "/v1/nodes" and "index" not in r["params"]]
+
+    def watches(self):
+        return [r for r in self.nomad.requests() if r["path"] == "/v1/nodes" and "index" in r["params"]]
+
+    def count(self, state):
+        """Rows in state, 0 before the controller has created its journal (never create it here)."""
+        if not os.path.exists(self.db):
+            return 0
+        try:
+            return len(self.journal_rows("state = '%s'" % state))
+        except sqlite3.OperationalError:
+            return 0
+
+    def wait_for(self, predicate, timeout):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.1)
+        return False
+
+    def test_grace_period_is_waited_on_blocking_queries(self):
+        self.start(self.policy(mode="dry-run", interval="1s", grace="6s"))
+        try:
+            self.assertTrue(self.wait_for(lambda: self.count("blocked") >= 8, 10),
+                            "the first pass did not journal the orphans as blocked")
+            first = time.time()
+            time.sleep(3)
+            # Interval 1s: a timer would have listed the cluster three more times by now.
+            self.assertEqual(len(self.listings()), 1)
+            self.assertGreaterEqual(len(self.watches()), 1)
+            # The grace period ends about 6 s after the first pass: one pass then, and dry-run rows.
+            self.assertTrue(self.wait_for(lambda: len(self.listings()) >= 2, 10),
+                            "no pass after the grace period ended")
+            self.assertGreaterEqual(time.time() - first, 4.0)
+            self.assertTrue(self.wait_for(lambda: self.count("dry_run") >= 8, 5))
+            # Dry-run decisions change only with the cluster: back to watching.
+            time.sleep(3)
+            self.assertEqual(len(self.listings()), 2)
+        finally:
+            self.stop()
+
+    def test_approval_wakes_the_loop(self):
+        self.start(self.policy(mode="approve", interval="30s"))
+        try:
+            self.assertTrue(self.wait_for(lambda: self.count("pending_approval") >= 8, 10),
+                "the first pass did not queue the orphans")
+            chosen = self.journal_rows("state = 'pending_approval'")[0]
+            self.medic("actions", "approve", str(chosen["id"]), "--db", self.db, "--by", "alice")
+            approved_at = time.time()
+            # The loop checks for approvals between blocking queries of at most 10 s.
+            self.assertTrue(self.wait_for(lambda: len(self.deletes()) == 1, 15),
+                            "the approved action did not run before the 30 s interval")
+            self.assertLess(time.time() - approved_at, 14)
+            self.assertEqual(self.journal_rows("id = %d" % chosen["id"])[0]["state"], "succeeded")
+            self.assertEqual(len(self.deletes()), 1)
+        finally:
+            self.stop()
 
 
 if __name__ == "__main__":

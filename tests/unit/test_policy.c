@@ -319,6 +319,7 @@ static void test_defaults_values(void **state)
     assert_int_equal(p.nomad.retry_base_ms, 200);
     assert_int_equal(p.nomad.max_response_bytes, 64 * 1024 * 1024);
     assert_int_equal(p.nomad.max_connections, 8);
+    assert_int_equal(p.nomad.compression, NOMAD_COMPRESSION_AUTO);
     assert_int_equal(p.per_page, 500);
 
     assert_string_equal(p.journal_path, "/var/lib/nomad-medic/journal.db");
@@ -504,6 +505,7 @@ static void test_load_every_setting(void **state)
     assert_int_equal(p.nomad.max_response_bytes, 128 * 1024 * 1024);
     assert_int_equal(p.per_page, 250);
     assert_int_equal(p.nomad.max_connections, 16);
+    assert_int_equal(p.nomad.compression, NOMAD_COMPRESSION_ON);
 
     assert_string_equal(p.journal_path, "/srv/nomad-medic/journal.db");
     assert_string_equal(p.log_level, "debug");
@@ -727,6 +729,7 @@ static void test_dump_of_defaults(void **state)
         "  max_response_size = \"64MiB\";\n"
         "  per_page = 500;\n"
         "  max_connections = 8;\n"
+        "  compression = \"auto\";\n"
         "};\n"
         "\n"
         "journal = {\n"
@@ -989,7 +992,9 @@ static const struct error_case error_cases[] = {
      ":1: nomad.addr: unknown setting; expected one of: address, token, region, namespace, "
      "ca_cert, ca_path, client_cert, client_key, tls_server_name, skip_verify, http_auth, "
      "timeout, connect_timeout, retries, retry_backoff, max_response_size, per_page, "
-     "max_connections"},
+     "max_connections, compression"},
+    {"nomad = { compression = \"gzip\"; };\n",
+     ":1: nomad.compression: invalid compression \"gzip\"; expected one of \"auto\", \"on\", \"off\""},
 
     /* wrong types */
     {"nomad = { retries = \"3\"; };\n",
