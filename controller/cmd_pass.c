@@ -16,6 +16,7 @@
 #include "node_agent.h"
 #include "execute.h"
 #include "log.h"
+#include "observe.h"
 #include "reconcile.h"
 #include "report.h"
 
@@ -87,6 +88,10 @@ struct run_telemetry {
     long long next_due;        /* reconcile_next_due() */
     long long pass_started;    /* the pass's clock, Unix s */
     int last_pass_ok;
+    /* Cluster scope of `run`: the last snapshot, and the lists the wait found unchanged since. */
+    int keep_snapshot;
+    struct snapshot previous;
+    unsigned unchanged;        /* 1u << WATCH_* bits; 0: read everything */
     unsigned long long watch_index[WATCH_COUNT];
 };
 
@@ -106,6 +111,7 @@ static int live_pass_observed(struct controller *c, int read_only, const struct 
 {
     struct source *src = source_live_new(c->client, c->policy->per_page);
     double started = monotonic_seconds();
+    struct observe_reuse reuse = {&t->previous, t->unchanged};
     struct pass_result r;
     char err[1024] = "";
     int rc;
@@ -114,7 +120,15 @@ static int live_pass_observed(struct controller *c, int read_only, const struct 
         fprintf(stderr, "nomad-medic: out of memory\n");
         return EXIT_ERROR;
     }
+    if (t->keep_snapshot && t->unchanged != 0) {
+        c->reuse = &reuse;
+    } else {
+        snapshot_free(&t->previous);
+        snapshot_init(&t->previous);
+    }
+    t->unchanged = 0;
     rc = reconcile_pass(c, src, read_only, &r, err, sizeof(err));
+    c->reuse = NULL;
     if (print) {
         if (opts->json)
             report_pass_json(stdout, &r, c->policy);
@@ -139,6 +153,14 @@ static int live_pass_observed(struct controller *c, int read_only, const struct 
         status.holds_lock = t->holds_lock;
         status.scope = c->scope;
         http_api_update(t->api, &status);
+    }
+    if (t->keep_snapshot && rc == 0) {
+        /* Kept for the next pass; the source's strings go with the source. */
+        snapshot_free(&t->previous);
+        t->previous = r.snapshot;
+        t->previous.source_name = NULL;
+        t->previous.source_note = NULL;
+        snapshot_init(&r.snapshot);
     }
     pass_result_free(&r);
     source_destroy(src);
@@ -375,9 +397,11 @@ static void wait_holding(struct coordination *coord, int holding, long seconds)
  * Block on the watched lists (blocking queries with the indexes of the last
  * pass) instead of listing everything again. per_page=1 keeps each response
  * small: only its X-Nomad-Index matters. Returns 1 when a list changed, 0
- * when the wait ran out, -1 when a watch read failed.
+ * when the wait ran out, -1 when a watch read failed. *unchanged receives a
+ * 1u << WATCH_* bit for each watched list whose index did not move.
  */
-static int watch_for_change(struct nomad_client *client, const unsigned long long index[WATCH_COUNT], long wait_s)
+static int watch_for_change(struct nomad_client *client, const unsigned long long index[WATCH_COUNT], long wait_s,
+                            unsigned *unchanged)
 {
     static const char *const bases[WATCH_COUNT] = {
         "/v1/nodes?per_page=1",
@@ -401,6 +425,7 @@ static int watch_for_change(struct nomad_client *client, const unsigned long lon
         nomad_response_init(&resps[n]);
         n++;
     }
+    *unchanged = 0;
     if (n == 0)
         return -1;
     nomad_get_many(client, list, n, resps);
@@ -408,13 +433,18 @@ static int watch_for_change(struct nomad_client *client, const unsigned long lon
         if (resps[i].result != NOMAD_OK) {
             log_warn("main", "watching %s failed: %s", bases[which[i]], resps[i].error);
             rc = -1;
-        } else if (rc == 0 && resps[i].index > index[which[i]]) {
+        } else if (resps[i].index > index[which[i]]) {
             log_debug("main", "%s changed (index %llu -> %llu)", bases[which[i]], index[which[i]],
                       (unsigned long long)resps[i].index);
-            rc = 1;
+            if (rc == 0)
+                rc = 1;
+        } else {
+            *unchanged |= 1u << which[i];
         }
         nomad_response_free(&resps[i]);
     }
+    if (rc < 0)
+        *unchanged = 0;
     return rc;
 }
 
@@ -439,16 +469,22 @@ static int approvals_waiting(struct controller *c, const struct run_telemetry *t
  * back. After the interval, block on the watched lists until one changes
  * (a change made meanwhile returns at once), the last pass's due time comes
  * (reconcile_next_due()), or an operator approves an action, keeping the
- * lock throughout. A full pass runs at least every ten intervals anyway, for
- * what no list shows (server members, Variables). When a watch read fails,
- * the rest of the interval is waited out instead.
+ * lock throughout. A full pass runs at least every ten intervals anyway, as
+ * a check on the watch itself. When a watch read fails, the rest of the
+ * interval is waited out instead.
+ *
+ * Returns the lists (1u << WATCH_* bits) that the last blocking query found
+ * unchanged, which the next pass may take over from this one; 0 when the
+ * next pass must read everything (a resync, a failed watch, no watch yet).
  */
-static void wait_watching(struct controller *c, struct coordination *coord, const struct run_telemetry *t)
+static unsigned wait_watching(struct controller *c, struct coordination *coord, const struct run_telemetry *t)
 {
     const struct policy *p = c->policy;
     long long started = (long long)time(NULL);
     long long earliest = t->pass_started + p->interval_s;
-    long long until = started + 10 * (long long)p->interval_s;
+    long long resync_at = started + 10 * (long long)p->interval_s;
+    long long until = resync_at;
+    unsigned confirmed = 0;
     long cap = p->interval_s;
     char why[512];
 
@@ -467,32 +503,33 @@ static void wait_watching(struct controller *c, struct coordination *coord, cons
         int changed;
 
         if (now >= until)
-            return;
+            return until >= resync_at ? 0 : confirmed;
         if (now < earliest) {
             /* Nothing is sent before the interval is up; the approval check reads only the journal. */
             chunk = earliest - now < cap ? (long)(earliest - now) : cap;
             sleep_interruptible(chunk);
             if (coord->lock_id != NULL && coord_hold(coord, (long long)time(NULL), why, sizeof(why)) != LOCK_HELD)
-                return;
+                return 0;
             if (approvals_waiting(c, t))
-                return;
+                return 0;
             continue;
         }
         chunk = until - now < cap ? (long)(until - now) : cap;
-        changed = watch_for_change(c->client, t->watch_index, chunk);
+        changed = watch_for_change(c->client, t->watch_index, chunk, &confirmed);
         if (coord->lock_id != NULL && coord_hold(coord, (long long)time(NULL), why, sizeof(why)) != LOCK_HELD)
-            return;
+            return 0;
         if (changed > 0)
-            return;
+            return confirmed;
         if (changed < 0) {
             now = (long long)time(NULL);
             if (now - started < p->interval_s)
                 wait_holding(coord, coord->lock_id != NULL, (long)(p->interval_s - (now - started)));
-            return;
+            return 0;
         }
         if (approvals_waiting(c, t))
-            return;
+            return confirmed;
     }
+    return 0;
 }
 
 /* Node scope: between passes, keep the heartbeat going and carry out restart orders. */
@@ -535,6 +572,7 @@ int cmd_run(const struct cli_options *opts)
     if (c.client == NULL)
         goto out;
     coord_init(&coord, c.client, &p);
+    telemetry.keep_snapshot = !node_scope;
     install_signals();
     if (p.listener.enabled) {
         char err[512];
@@ -571,6 +609,8 @@ int cmd_run(const struct cli_options *opts)
             struct nomad_client *fresh;
 
             reload_requested = 0;
+            /* The new policy may read other lists: the next pass reads everything. */
+            telemetry.unchanged = 0;
             reload_policy(opts, &p);
             fresh = cli_new_client(&p);
             if (fresh != NULL) {
@@ -615,10 +655,12 @@ int cmd_run(const struct cli_options *opts)
             log_error("main", "pass failed; retrying after the interval");
         if (stop_requested)
             break;
+        /* Only a wait that watched the lists up to its end may let the next pass reuse them. */
+        telemetry.unchanged = 0;
         if (node_scope)
             wait_as_node_agent(&agent, p.interval_s);
         else if (state != LOCK_STANDBY && telemetry.last_pass_ok && telemetry.next_due != 0)
-            wait_watching(&c, &coord, &telemetry);
+            telemetry.unchanged = wait_watching(&c, &coord, &telemetry);
         else
             wait_holding(&coord, coord.lock_id != NULL,
                          state == LOCK_STANDBY && p.interval_s > 5 ? 5 : p.interval_s);
@@ -628,6 +670,7 @@ int cmd_run(const struct cli_options *opts)
     rc = EXIT_OK;
 
 out:
+    snapshot_free(&telemetry.previous);
     if (have_agent)
         node_agent_free(&agent);
     http_api_stop(telemetry.api);

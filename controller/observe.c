@@ -1308,25 +1308,144 @@ static int observe_restart_state(struct source *src, const struct policy *p, str
     return observe_orders(src, p, s);
 }
 
+/* Return 1 when s contains a failed read whose name starts with prefix. */
+static int failed_read_named(const struct snapshot *s, const char *prefix)
+{
+    size_t len = strlen(prefix);
+
+    for (size_t i = 0; i < s->n_reads; i++) {
+        if (!s->reads[i].ok && strncmp(s->reads[i].name, prefix, len) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+#define REUSE_BIT(list) (1u << (list))
+
+/* The parts of reuse->previous that may be taken over (REUSE_BIT()s); the services bit covers the lookups. */
+static unsigned reusable_parts(const struct observe_reuse *reuse)
+{
+    const struct snapshot *prev = reuse->previous;
+    unsigned parts = 0;
+
+    if ((reuse->unchanged & REUSE_BIT(WATCH_NODES)) && prev->nodes_ok && prev->watch_index[WATCH_NODES] != 0 &&
+        !failed_read_named(prev, "node "))
+        parts |= REUSE_BIT(WATCH_NODES);
+    if ((reuse->unchanged & REUSE_BIT(WATCH_ALLOCATIONS)) && prev->allocs_ok &&
+        prev->watch_index[WATCH_ALLOCATIONS] != 0)
+        parts |= REUSE_BIT(WATCH_ALLOCATIONS);
+    if ((reuse->unchanged & REUSE_BIT(WATCH_EVALUATIONS)) && prev->evals_ok &&
+        prev->watch_index[WATCH_EVALUATIONS] != 0)
+        parts |= REUSE_BIT(WATCH_EVALUATIONS);
+    /* Which registration is an orphan depends on the allocations too. */
+    if ((reuse->unchanged & REUSE_BIT(WATCH_SERVICES)) && (parts & REUSE_BIT(WATCH_ALLOCATIONS)) &&
+        prev->services_ok && prev->watch_index[WATCH_SERVICES] != 0 && !failed_read_named(prev, "allocation "))
+        parts |= REUSE_BIT(WATCH_SERVICES);
+    return parts;
+}
+
+/* Move the parts named by bits from prev into s, then free the rest of prev. Returns 0, or -1 on allocation failure. */
+static int take_parts(struct snapshot *s, struct snapshot *prev, unsigned parts)
+{
+    static const char *const read_names[WATCH_COUNT] = {
+        [WATCH_NODES] = "nodes",
+        [WATCH_ALLOCATIONS] = "allocations",
+        [WATCH_SERVICES] = "services",
+        [WATCH_EVALUATIONS] = "evaluations",
+    };
+    char taken[128] = "";
+
+    if (parts & REUSE_BIT(WATCH_NODES)) {
+        s->nodes_ok = 1;
+        s->nodes = prev->nodes;
+        s->n_nodes = prev->n_nodes;
+        s->cap_nodes = prev->cap_nodes;
+        prev->nodes = NULL;
+        prev->n_nodes = prev->cap_nodes = 0;
+        /* Set again from this pass's server members. */
+        for (size_t i = 0; i < s->n_nodes; i++)
+            s->nodes[i].is_server = 0;
+    }
+    if (parts & REUSE_BIT(WATCH_ALLOCATIONS)) {
+        s->allocs_ok = 1;
+        s->allocs = prev->allocs;
+        s->n_allocs = prev->n_allocs;
+        s->cap_allocs = prev->cap_allocs;
+        s->terminal_allocs = prev->terminal_allocs;
+        prev->allocs = NULL;
+        prev->n_allocs = prev->cap_allocs = 0;
+    }
+    if (parts & REUSE_BIT(WATCH_EVALUATIONS)) {
+        s->evals_read = 1;
+        s->evals_ok = 1;
+        s->evals_total = prev->evals_total;
+        s->terminal_evals = prev->terminal_evals;
+    }
+    if (parts & REUSE_BIT(WATCH_SERVICES)) {
+        s->services_read = 1;
+        s->services_ok = 1;
+        s->services_live = prev->services_live;
+        s->services = prev->services;
+        s->n_services = prev->n_services;
+        s->cap_services = prev->cap_services;
+        s->lookups = prev->lookups;
+        s->n_lookups = prev->n_lookups;
+        s->cap_lookups = prev->cap_lookups;
+        prev->services = NULL;
+        prev->n_services = prev->cap_services = 0;
+        prev->lookups = NULL;
+        prev->n_lookups = prev->cap_lookups = 0;
+    }
+    for (int list = 0; list < WATCH_COUNT; list++) {
+        if (!(parts & REUSE_BIT(list)))
+            continue;
+        s->watch_index[list] = prev->watch_index[list];
+        if (snapshot_add_read(s, read_names[list], 1, NULL) != 0)
+            return -1;
+        snprintf(taken + strlen(taken), sizeof(taken) - strlen(taken), "%s%s", taken[0] ? ", " : "",
+                 read_names[list]);
+    }
+    if (taken[0] != '\0')
+        log_info("observe", "unchanged since the last pass, not read again: %s", taken);
+    snapshot_free(prev);
+    snapshot_init(prev);
+    return 0;
+}
+
 int observe_cluster(struct source *src, const struct policy *p, struct snapshot *s)
+{
+    return observe_cluster_reusing(src, p, s, NULL);
+}
+
+int observe_cluster_reusing(struct source *src, const struct policy *p, struct snapshot *s,
+                            struct observe_reuse *reuse)
 {
     int want_allocs = p->orphan_services.common.enabled || p->system_gc.common.enabled ||
                       p->down_nodes.common.enabled;
+    unsigned parts = 0;
     int rc;
 
     s->observed_at = src->observed_at;
     s->source_name = src->ops->name;
     s->source_note = src->note;
 
+    if (reuse != NULL && reuse->previous != NULL) {
+        parts = reusable_parts(reuse);
+        if (take_parts(s, reuse->previous, parts) != 0)
+            return -1;
+    }
+
     if (observe_leader(src, s) != 0)
         return -1;
 
-    rc = read_list_indexed(src, s, "nodes", "/v1/nodes", add_node, NULL, &s->watch_index[WATCH_NODES]);
-    if (rc < 0)
-        return -1;
-    s->nodes_ok = rc;
+    if (!(parts & REUSE_BIT(WATCH_NODES))) {
+        rc = read_list_indexed(src, s, "nodes", "/v1/nodes", add_node, NULL, &s->watch_index[WATCH_NODES]);
+        if (rc < 0)
+            return -1;
+        s->nodes_ok = rc;
+    }
 
-    if (want_allocs) {
+    if (want_allocs && !(parts & REUSE_BIT(WATCH_ALLOCATIONS))) {
         rc = read_list_indexed(src, s, "allocations", "/v1/allocations?namespace=*&task_states=false", add_alloc,
                                NULL, &s->watch_index[WATCH_ALLOCATIONS]);
         if (rc < 0)
@@ -1334,7 +1453,7 @@ int observe_cluster(struct source *src, const struct policy *p, struct snapshot 
         s->allocs_ok = rc;
     }
 
-    if (p->system_gc.common.enabled) {
+    if (p->system_gc.common.enabled && !(parts & REUSE_BIT(WATCH_EVALUATIONS))) {
         s->evals_read = 1;
         rc = read_list_indexed(src, s, "evaluations", "/v1/evaluations?namespace=*", count_eval, NULL,
                                &s->watch_index[WATCH_EVALUATIONS]);
@@ -1345,7 +1464,7 @@ int observe_cluster(struct source *src, const struct policy *p, struct snapshot 
 
     snapshot_index(s);
 
-    if (p->orphan_services.common.enabled) {
+    if (p->orphan_services.common.enabled && !(parts & REUSE_BIT(WATCH_SERVICES))) {
         if (observe_registrations(src, s) != 0)
             return -1;
         /* Without the complete allocation list the rule is off; lookups would be wasted. */
@@ -1353,9 +1472,10 @@ int observe_cluster(struct source *src, const struct policy *p, struct snapshot 
             return -1;
     }
 
+    /* Reused nodes keep what their node reads found. */
     if ((p->down_nodes.common.enabled || p->client_restart.common.enabled ||
          p->node_ineligible.common.enabled) &&
-        s->nodes_ok && observe_unhealthy_nodes(src, s) != 0)
+        s->nodes_ok && !(parts & REUSE_BIT(WATCH_NODES)) && observe_unhealthy_nodes(src, s) != 0)
         return -1;
     if ((p->client_restart.common.enabled || p->server_restart.common.enabled ||
          p->node_ineligible.common.enabled) &&

@@ -308,7 +308,7 @@ int reconcile_pass(struct controller *c, struct source *src, int read_only, stru
              src->ops->name);
 
     if ((strcmp(c->scope, "node") == 0 ? observe_node(src, c->policy, &r->snapshot)
-                                       : observe_cluster(src, c->policy, &r->snapshot)) != 0) {
+                                       : observe_cluster_reusing(src, c->policy, &r->snapshot, c->reuse)) != 0) {
         snprintf(err, errsz, "out of memory while reading the cluster");
         goto finish;
     }

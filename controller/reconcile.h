@@ -12,12 +12,15 @@
 #include "source.h"
 
 /* What a pass works with. None of it is owned by the pass. */
+struct observe_reuse;
+
 struct controller {
     struct policy *policy;
     struct journal *journal;       /* NULL: an offline plan without a journal */
     struct nomad_client *client;   /* NULL: offline, nothing can be sent */
     const char *scope;             /* "cluster" or "node" */
     const char *coordination_problem;   /* why the lock is unusable, or NULL; restarts are off then */
+    struct observe_reuse *reuse;   /* lists `run` may take from the last pass, or NULL (observe.h) */
 };
 
 struct pass_result {

@@ -1,5 +1,6 @@
 """run: the loop, SIGHUP reload, SIGTERM and SIGINT stopping after the current step."""
 
+import json
 import os
 import signal
 import sqlite3
@@ -127,8 +128,8 @@ class IdleWatch(MedicTestCase):
 
 
 
-class PendingWatch(MedicTestCase):
-    """Findings blocked by time or waiting for an operator are watched, not re-read every interval."""
+class LoopHelpers:
+    """Start and stop `run` on the two-namespace cluster, and count what it read and journaled."""
 
     scenario = staticmethod(scenarios.two_namespaces)
 
@@ -166,7 +167,24 @@ class PendingWatch(MedicTestCase):
             time.sleep(0.1)
         return False
 
-    def test_grace_period_is_waited_on_blocking_queries(self):
+    def passes(self):
+        """Summaries of the finished passes, oldest first."""
+        if not os.path.exists(self.db):
+            return []
+        con = sqlite3.connect(self.db)
+        try:
+            rows = con.execute("SELECT summary_json FROM passes WHERE finished_at IS NOT NULL ORDER BY id").fetchall()
+        except sqlite3.OperationalError:
+            rows = []
+        finally:
+            con.close()
+        return [json.loads(row[0]) for row in rows]
+
+
+class PendingWatch(LoopHelpers, MedicTestCase):
+    """Findings blocked by time or waiting for an operator are watched, not re-read every interval."""
+
+    def test_grace_waits_on_watch(self):
         self.start(self.policy(mode="dry-run", interval="1s", grace="6s"))
         try:
             self.assertTrue(self.wait_for(lambda: self.count("blocked") >= 8, 10),
@@ -175,15 +193,18 @@ class PendingWatch(MedicTestCase):
             time.sleep(3)
             # Interval 1s: a timer would have listed the cluster three more times by now.
             self.assertEqual(len(self.listings()), 1)
+            self.assertEqual(len(self.passes()), 1)
             self.assertGreaterEqual(len(self.watches()), 1)
             # The grace period ends about 6 s after the first pass: one pass then, and dry-run rows.
-            self.assertTrue(self.wait_for(lambda: len(self.listings()) >= 2, 10),
+            self.assertTrue(self.wait_for(lambda: len(self.passes()) >= 2, 10),
                             "no pass after the grace period ended")
             self.assertGreaterEqual(time.time() - first, 4.0)
             self.assertTrue(self.wait_for(lambda: self.count("dry_run") >= 8, 5))
+            # Nothing changed in the cluster, so that pass took every list over from the first.
+            self.assertEqual(len(self.listings()), 1)
             # Dry-run decisions change only with the cluster: back to watching.
             time.sleep(3)
-            self.assertEqual(len(self.listings()), 2)
+            self.assertEqual(len(self.passes()), 2)
         finally:
             self.stop()
 
@@ -201,6 +222,47 @@ class PendingWatch(MedicTestCase):
             self.assertLess(time.time() - approved_at, 14)
             self.assertEqual(self.journal_rows("id = %d" % chosen["id"])[0]["state"], "succeeded")
             self.assertEqual(len(self.deletes()), 1)
+        finally:
+            self.stop()
+
+
+class ReuseUnchanged(LoopHelpers, MedicTestCase):
+    """After a change, the next pass reads again only the lists that changed."""
+
+    def requests_to(self, prefix):
+        return [r for r in self.nomad.requests() if r["path"].startswith(prefix) and "index" not in r["params"]]
+
+    def test_reads_only_changed_lists(self):
+        self.start(self.policy(mode="dry-run", interval="1s"))
+        try:
+            self.assertTrue(self.wait_for(lambda: self.count("dry_run") >= 8, 10),
+                            "the first pass did not journal the orphans")
+            self.assertTrue(self.wait_for(lambda: len(self.watches()) >= 1, 10), "no watch after the first pass")
+            allocation_pages = len(self.requests_to("/v1/allocations"))
+            service_reads = len(self.requests_to("/v1/service/"))
+            self.assertGreater(service_reads, 0)
+
+            # Only the node list changes: nodes are read again, allocations and registrations are not.
+            node = self.data["nodes"][0]
+            self.nomad.mutate([{"op": "set_node_status", "id": node["ID"], "status": node["Status"]}])
+            self.assertTrue(self.wait_for(lambda: len(self.listings()) >= 2, 15), "no pass after the node change")
+            self.assertTrue(self.wait_for(lambda: len(self.passes()) >= 2, 10))
+            self.assertEqual(len(self.requests_to("/v1/allocations")), allocation_pages)
+            self.assertEqual(len(self.requests_to("/v1/service/")), service_reads)
+            with open(self.log.name) as handle:
+                self.assertIn("not read again: allocations, services", handle.read())
+            first, second = self.passes()[:2]
+            self.assertEqual(second["findings"], first["findings"])
+            self.assertEqual(second["proposed"], first["proposed"])
+            self.assertEqual(second["failed_reads"], 0)
+
+            # A registration goes away: registrations are read again, and its finding is gone.
+            orphan = self.journal_rows("state = 'dry_run'")[0]
+            self.nomad.mutate([{"op": "remove_service", "namespace": orphan["namespace_name"], "id": orphan["target"]}])
+            self.assertTrue(self.wait_for(lambda: len(self.passes()) >= 3, 15), "no pass after the service change")
+            self.assertGreater(len(self.requests_to("/v1/service/")), service_reads)
+            self.assertEqual(len(self.requests_to("/v1/allocations")), allocation_pages)
+            self.assertEqual(self.passes()[2]["proposed"], first["proposed"] - 1)
         finally:
             self.stop()
 
