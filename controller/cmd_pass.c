@@ -92,6 +92,8 @@ struct run_telemetry {
     int keep_snapshot;
     struct snapshot previous;
     unsigned unchanged;        /* 1u << WATCH_* bits; 0: read everything */
+    long long last_full_read;  /* when the last pass that took nothing over started, Unix s */
+    struct http_api_status status;   /* as last published to the listener */
     unsigned long long watch_index[WATCH_COUNT];
 };
 
@@ -103,6 +105,27 @@ static double monotonic_seconds(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * Return 1 when the journal has an action still executing, such as a restart
+ * whose target has not come back yet: its poll needs a pass every interval.
+ * A failed read of the journal counts as 1.
+ */
+static int actions_in_flight(struct controller *c)
+{
+    struct journal_action *rows = NULL;
+    size_t n = 0;
+    char err[512];
+
+    if (c->journal == NULL)
+        return 0;
+    if (journal_action_list(c->journal, 1u << JS_EXECUTING, 1, &rows, &n, err, sizeof(err)) != JOURNAL_OK) {
+        log_warn("main", "listing the actions in flight failed: %s", err);
+        return 1;
+    }
+    journal_action_list_free(rows, n);
+    return n > 0;
 }
 
 /* One pass against the live cluster, printed unless quiet. Returns an exit code. */
@@ -123,6 +146,7 @@ static int live_pass_observed(struct controller *c, int read_only, const struct 
     if (t->keep_snapshot && t->unchanged != 0) {
         c->reuse = &reuse;
     } else {
+        t->last_full_read = (long long)time(NULL);
         snapshot_free(&t->previous);
         snapshot_init(&t->previous);
     }
@@ -136,6 +160,8 @@ static int live_pass_observed(struct controller *c, int read_only, const struct 
             report_pass_text(stdout, &r, c->policy, title);
     }
     t->next_due = reconcile_next_due(&r);
+    if (t->next_due != 0 && actions_in_flight(c))
+        t->next_due = 0;
     t->pass_started = r.now;
     t->last_pass_ok = rc == 0 && r.complete;
     memcpy(t->watch_index, r.snapshot.watch_index, sizeof(t->watch_index));
@@ -153,6 +179,7 @@ static int live_pass_observed(struct controller *c, int read_only, const struct 
         status.holds_lock = t->holds_lock;
         status.scope = c->scope;
         http_api_update(t->api, &status);
+        t->status = status;
     }
     if (t->keep_snapshot && rc == 0) {
         /* Kept for the next pass; the source's strings go with the source. */
@@ -398,7 +425,8 @@ static void wait_holding(struct coordination *coord, int holding, long seconds)
  * pass) instead of listing everything again. per_page=1 keeps each response
  * small: only its X-Nomad-Index matters. Returns 1 when a list changed, 0
  * when the wait ran out, -1 when a watch read failed. *unchanged receives a
- * 1u << WATCH_* bit for each watched list whose index did not move.
+ * 1u << WATCH_* bit for each watched list whose index did not move, and 0
+ * when any index went back.
  */
 static int watch_for_change(struct nomad_client *client, const unsigned long long index[WATCH_COUNT], long wait_s,
                             unsigned *unchanged)
@@ -414,6 +442,7 @@ static int watch_for_change(struct nomad_client *client, const unsigned long lon
     const char *list[WATCH_COUNT];
     int which[WATCH_COUNT];
     size_t n = 0;
+    int went_back = 0;
     int rc = 0;
 
     for (int i = 0; i < WATCH_COUNT; i++) {
@@ -433,9 +462,12 @@ static int watch_for_change(struct nomad_client *client, const unsigned long lon
         if (resps[i].result != NOMAD_OK) {
             log_warn("main", "watching %s failed: %s", bases[which[i]], resps[i].error);
             rc = -1;
-        } else if (resps[i].index > index[which[i]]) {
+        } else if (resps[i].index != index[which[i]]) {
             log_debug("main", "%s changed (index %llu -> %llu)", bases[which[i]], index[which[i]],
                       (unsigned long long)resps[i].index);
+            /* An index that went back means a restored snapshot or another cluster: trust nothing kept. */
+            if (resps[i].index < index[which[i]])
+                went_back = 1;
             if (rc == 0)
                 rc = 1;
         } else {
@@ -443,12 +475,16 @@ static int watch_for_change(struct nomad_client *client, const unsigned long lon
         }
         nomad_response_free(&resps[i]);
     }
-    if (rc < 0)
+    if (rc < 0 || went_back)
         *unchanged = 0;
     return rc;
 }
 
-/* 1 when an operator approved an action since the last pass started (the loop then passes at once). */
+/*
+ * Return 1 when an operator approved an action since the last pass started;
+ * the loop then passes at once. A failed check returns 0 and is logged, so a
+ * busy journal cannot make the loop pass over and over.
+ */
 static int approvals_waiting(struct controller *c, const struct run_telemetry *t)
 {
     char why[512];
@@ -456,33 +492,43 @@ static int approvals_waiting(struct controller *c, const struct run_telemetry *t
 
     if (journal_approved_since(c->journal, t->pass_started, &approved, why, sizeof(why)) != JOURNAL_OK) {
         log_warn("main", "checking for approvals failed: %s", why);
-        return 1;
+        return 0;
     }
     if (approved > 0)
         log_info("main", "%d action(s) approved since the last pass; passing now", approved);
     return approved > 0;
 }
 
+/* Publish the time of a completed watch, which /healthz counts as a sign of life between passes. */
+static void note_watch(struct run_telemetry *t)
+{
+    if (t->api == NULL)
+        return;
+    t->status.last_watch_at = (long long)time(NULL);
+    http_api_update(t->api, &t->status);
+}
+
 /*
- * Wait for the next pass. Passes start at most once per interval: a busy
- * cluster whose allocations change every second must not be listed back to
- * back. After the interval, block on the watched lists until one changes
- * (a change made meanwhile returns at once), the last pass's due time comes
- * (reconcile_next_due()), or an operator approves an action, keeping the
- * lock throughout. A full pass runs at least every ten intervals anyway, as
- * a check on the watch itself. When a watch read fails, the rest of the
- * interval is waited out instead.
+ * Wait for the next pass. Passes start at most once per interval, so a busy
+ * cluster whose allocations change every second is not listed back to back.
+ * Only an operator's approval starts one sooner. After the interval, block
+ * on the watched lists until one changes (a change made meanwhile returns at
+ * once), the last pass's due time comes (reconcile_next_due()), or an
+ * approval arrives, keeping the lock throughout. When a watch read fails,
+ * the rest of the interval is waited out instead.
  *
  * Returns the lists (1u << WATCH_* bits) that the last blocking query found
  * unchanged, which the next pass may take over from this one; 0 when the
- * next pass must read everything (a resync, a failed watch, no watch yet).
+ * next pass must read everything: no watch answered, a watch failed, or ten
+ * intervals have passed since the last full read, which checks the watch
+ * itself.
  */
-static unsigned wait_watching(struct controller *c, struct coordination *coord, const struct run_telemetry *t)
+static unsigned wait_watching(struct controller *c, struct coordination *coord, struct run_telemetry *t)
 {
     const struct policy *p = c->policy;
     long long started = (long long)time(NULL);
     long long earliest = t->pass_started + p->interval_s;
-    long long resync_at = started + 10 * (long long)p->interval_s;
+    long long resync_at = t->last_full_read + 10 * (long long)p->interval_s;
     long long until = resync_at;
     unsigned confirmed = 0;
     long cap = p->interval_s;
@@ -503,11 +549,13 @@ static unsigned wait_watching(struct controller *c, struct coordination *coord, 
         int changed;
 
         if (now >= until)
-            return until >= resync_at ? 0 : confirmed;
+            break;
         if (now < earliest) {
-            /* Nothing is sent before the interval is up; the approval check reads only the journal. */
+            /* Nothing is sent to Nomad before the interval is up, except the lock's renewal. */
             chunk = earliest - now < cap ? (long)(earliest - now) : cap;
             sleep_interruptible(chunk);
+            if (stop_requested || reload_requested)
+                return 0;
             if (coord->lock_id != NULL && coord_hold(coord, (long long)time(NULL), why, sizeof(why)) != LOCK_HELD)
                 return 0;
             if (approvals_waiting(c, t))
@@ -516,10 +564,12 @@ static unsigned wait_watching(struct controller *c, struct coordination *coord, 
         }
         chunk = until - now < cap ? (long)(until - now) : cap;
         changed = watch_for_change(c->client, t->watch_index, chunk, &confirmed);
+        if (changed >= 0)
+            note_watch(t);
         if (coord->lock_id != NULL && coord_hold(coord, (long long)time(NULL), why, sizeof(why)) != LOCK_HELD)
             return 0;
         if (changed > 0)
-            return confirmed;
+            break;
         if (changed < 0) {
             now = (long long)time(NULL);
             if (now - started < p->interval_s)
@@ -527,9 +577,11 @@ static unsigned wait_watching(struct controller *c, struct coordination *coord, 
             return 0;
         }
         if (approvals_waiting(c, t))
-            return confirmed;
+            break;
     }
-    return 0;
+    if (stop_requested || reload_requested || (long long)time(NULL) >= resync_at)
+        return 0;
+    return confirmed;
 }
 
 /* Node scope: between passes, keep the heartbeat going and carry out restart orders. */

@@ -135,6 +135,10 @@ static int check_rate(struct guard_state *g, struct finding *f, const char *buck
         /* The bucket gains count tokens per period_s, continuously, so this is when one is free. */
         double wait_s = ((double)used + 1.0 - tokens) * (double)rate->period_s / (double)rate->count;
 
+        /* A period near the parser's limit must not overflow the cast; a year is as good as never here. */
+        if (wait_s > 366.0 * 86400.0)
+            wait_s = 366.0 * 86400.0;
+
         f->retry_at = g->now + (long long)wait_s + 1;
         return block(f, "rate_limit", "rate limit %s of %d per %s is used up (%.2f tokens left, "
                      "%d promised earlier in this pass)", bucket, rate->count,

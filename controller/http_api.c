@@ -316,11 +316,13 @@ static enum MHD_Result handle_healthz(struct call *c)
         return respond_text(c, MHD_HTTP_SERVICE_UNAVAILABLE,
                             "unhealthy: no pass finished yet since nomad-medic started; the first pass may "
                             "still be running, or it failed before finishing (see the log)\n");
-    age = (long long)time(NULL) - st.last_pass_finished_at;
+    /* Between passes `run` watches a quiet cluster with blocking queries, and a completed one shows it is alive. */
+    age = (long long)time(NULL) -
+          (st.last_watch_at > st.last_pass_finished_at ? st.last_watch_at : st.last_pass_finished_at);
     if (c->api->healthy_within_s > 0 && age > c->api->healthy_within_s) {
         snprintf(body, sizeof(body),
-                 "unhealthy: the last %s pass finished %lld s ago, more than healthy_within (%ld s); "
-                 "check the log for a pass that is stuck or failing\n",
+                 "unhealthy: the last %s pass or watch of the cluster finished %lld s ago, more than "
+                 "healthy_within (%ld s); check the log for a pass that is stuck or failing\n",
                  scope[0] != '\0' ? scope : "reconcile", age, c->api->healthy_within_s);
         return respond_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, body);
     }

@@ -351,14 +351,32 @@ static int parse_unix_address(struct nomad_client *client, const char *address, 
     return 0;
 }
 
-/* 1 for "localhost", an IPv4 address in 127.0.0.0/8 and [::1], as libcurl's URL parser writes them. */
+/*
+ * Return 1 for "localhost" (with or without the final dot), an IPv4 address
+ * in 127.0.0.0/8, and [::1] or [::ffff:127.x.y.z], as libcurl's URL parser
+ * writes hosts. Other names count as remote, even when they resolve to
+ * loopback.
+ */
 static int is_local_host(const char *host)
 {
     struct in_addr v4;
+    struct in6_addr v6;
+    char bare[INET6_ADDRSTRLEN + 1];
+    size_t len = strlen(host);
 
-    if (strcasecmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0)
+    if (strcasecmp(host, "localhost") == 0 || strcasecmp(host, "localhost.") == 0)
         return 1;
-    return inet_pton(AF_INET, host, &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET, host, &v4) == 1)
+        return (ntohl(v4.s_addr) >> 24) == 127;
+    if (len < 3 || host[0] != '[' || host[len - 1] != ']' || len - 2 >= sizeof(bare))
+        return 0;
+    memcpy(bare, host + 1, len - 2);
+    bare[len - 2] = '\0';
+    if (inet_pton(AF_INET6, bare, &v6) != 1)
+        return 0;
+    if (IN6_IS_ADDR_LOOPBACK(&v6))
+        return 1;
+    return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;
 }
 
 /*

@@ -42,7 +42,8 @@ struct observe_reuse {
  * Only parts that were read completely are taken, and the leader and the
  * restart state are always read again. reuse->previous is emptied before
  * anything is read (its parts moved or freed, so the peak memory stays that
- * of one pass) and stays initialised. reuse may be NULL.
+ * of one pass) and stays initialised; after a failed allocation it may still
+ * contain parts, which its owner frees. reuse may be NULL.
  */
 int observe_cluster_reusing(struct source *src, const struct policy *p, struct snapshot *s,
                             struct observe_reuse *reuse);

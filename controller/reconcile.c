@@ -63,7 +63,12 @@ static int record_findings(struct controller *c, struct pass_result *r, int read
 
 long long reconcile_next_due(const struct pass_result *r)
 {
-    static const char *const changes_only[] = {"leader", "reads", "breaker", "precheck", "rejected"};
+    /*
+     * A rejection remains until the evidence changes, and evidence comes from
+     * the watched lists. The leader, reads, breaker and precheck guards may
+     * also lift through reads no watch covers (server members, Variables).
+     */
+    static const char *const changes_only[] = {"rejected"};
     long long due = LLONG_MAX;
 
     for (size_t i = 0; i < r->assessment.n; i++) {

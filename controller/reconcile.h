@@ -53,11 +53,12 @@ void pass_result_free(struct pass_result *r);
  *   - the earliest time at which time alone lifts a guard that blocked an
  *     action (grace, cooldown, rate limit);
  *   - LLONG_MAX when only a change can alter the outcome: dry runs, actions
- *     waiting for an operator, and blocks by the leader, reads, breaker,
- *     precheck and rejection guards;
+ *     waiting for an operator, and rejected actions;
  *   - 0, a pass at every interval, when an action ran, failed or is in
- *     flight, or a block has no known end (pause file, restart ordering,
- *     tokens gone at the start).
+ *     flight, or any other guard blocked one (pause file, leader, reads,
+ *     breaker, ordering, precheck, tokens gone at the start).
+ * Actions in flight without a finding in r (a restart being polled) are not
+ * seen here: the caller checks the journal for them.
  */
 long long reconcile_next_due(const struct pass_result *r);
 

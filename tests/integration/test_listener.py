@@ -25,11 +25,12 @@ def free_port():
 class Listener(MedicTestCase):
     scenario = staticmethod(scenarios.two_namespaces)
 
-    def start(self, mode="approve"):
+    def start(self, mode="approve", interval="1s", healthy_within="1m"):
         self.port = free_port()
-        config = self.policy(mode=mode, extra="listener = { enabled = true; address = \"127.0.0.1:%d\"; "
-                             "tokens = ( { name = \"alice\"; token = \"%s\"; } ); healthy_within = \"1m\"; };"
-                             % (self.port, TOKEN))
+        config = self.policy(mode=mode, interval=interval,
+                             extra="listener = { enabled = true; address = \"127.0.0.1:%d\"; "
+                             "tokens = ( { name = \"alice\"; token = \"%s\"; } ); healthy_within = \"%s\"; };"
+                             % (self.port, TOKEN, healthy_within))
         env = {k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}
         self.log = open(os.path.join(self.tmp, "run.log"), "w+")
         self.child = subprocess.Popen([os.environ["NOMAD_MEDIC_BIN"], "run", "--config", config], env=env,
@@ -62,6 +63,17 @@ class Listener(MedicTestCase):
                 return body
             time.sleep(0.2)
         self.fail("%s never answered %d; log:\n%s" % (path, status, open(self.log.name).read()))
+
+    def test_watching_counts_as_healthy(self):
+        # Dry-run findings wait on blocking queries, with passes ten intervals apart.
+        self.start(mode="dry-run", interval="1s", healthy_within="3s")
+        self.assertEqual(self.wait_for("/healthz", 200), "ok")
+        for _ in range(8):
+            time.sleep(1)
+            status, body = self.get("/healthz")
+            self.assertEqual(status, 200, body)
+        log = open(self.log.name).read()
+        self.assertLess(log.count("finished complete="), 8, "the loop passed every interval instead of watching")
 
     def test_health_ready_and_metrics(self):
         self.start()

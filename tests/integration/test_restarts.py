@@ -722,5 +722,38 @@ class TwoInstances(RestartCase):
         self.assertGreaterEqual(first_second - self.first.stopped_at, 9.0)
 
 
+class OrderDeletedWhileWatching(RestartCase):
+    """A restart blocked by its failed order runs again within an interval once the order is deleted."""
+
+    scenario = staticmethod(scenarios.never_returns)
+
+    def test_deleted_order_retried_soon(self):
+        hung = scenarios.expected(self.data)["never_ready"][0]
+        config = self.write_policy(interval="3s", client={"ready_timeout": "3s"})
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}
+        log = open(os.path.join(self.tmp, "run.log"), "w+")
+        child = subprocess.Popen([os.environ["NOMAD_MEDIC_BIN"], "run", "--config", config],
+                                 env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 30
+            while time.time() < deadline and (self.order(hung) or {}).get("state") != "failed":
+                time.sleep(0.2)
+            self.assertEqual(self.order(hung)["state"], "failed")
+            # Let a pass see the failed order and block the restart on it.
+            time.sleep(8)
+            self.assertEqual(len(self.recorded()), 1)
+            # The operator's documented fix: delete the order Variable. No watched list changes.
+            self.nomad.mutate([{"op": "delete_variable", "path": "nomad-medic/restart/" + hung}])
+            deleted = time.time()
+            while time.time() < deleted + 35 and len(self.recorded()) < 2:
+                time.sleep(0.2)
+            self.assertEqual(len(self.recorded()), 2)
+            self.assertLess(time.time() - deleted, 8, "the retry waited for the ten-interval resync")
+        finally:
+            child.send_signal(signal.SIGTERM)
+            self.assertEqual(child.wait(timeout=30), 0)
+            log.close()
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -266,6 +266,36 @@ class ReuseUnchanged(LoopHelpers, MedicTestCase):
         finally:
             self.stop()
 
+    def test_busy_cluster_still_resyncs(self):
+        self.start(self.policy(mode="dry-run", interval="1s"))
+        try:
+            self.assertTrue(self.wait_for(lambda: len(self.passes()) >= 1, 10))
+            live = next(a for a in self.data["allocations"] if a["ClientStatus"] == "running")
+            # Only the allocations change, every 0.8 s, for 25 intervals.
+            end = time.time() + 25
+            while time.time() < end:
+                self.nomad.mutate([{"op": "set_alloc_status", "id": live["ID"], "client_status": "running"}])
+                time.sleep(0.8)
+            # Nodes are taken over between changes, but read in full at least every ten intervals.
+            self.assertGreaterEqual(len(self.listings()), 3)
+            self.assertGreaterEqual(len(self.passes()), 10)
+        finally:
+            self.stop()
+
+    def test_index_going_back_reads_all(self):
+        self.start(self.policy(mode="dry-run", interval="1s", grace="8s"))
+        try:
+            self.assertTrue(self.wait_for(lambda: self.count("blocked") >= 8, 10))
+            # Another cluster with lower indexes now serves the same address, as after a snapshot restore.
+            self.nomad.load(scenarios.healthy())
+            self.assertTrue(self.wait_for(lambda: len(self.passes()) >= 2, 20), "no pass after the change")
+            self.assertGreaterEqual(len(self.listings()), 2)
+            # The healthy cluster has no orphans, so nothing of the old one may be journaled as would-run.
+            time.sleep(1)
+            self.assertEqual(self.count("dry_run"), 0)
+        finally:
+            self.stop()
+
 
 if __name__ == "__main__":
     unittest.main()

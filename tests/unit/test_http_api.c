@@ -397,7 +397,26 @@ static void test_healthz_transitions(void **state)
     http(f, "GET", "/healthz", NULL, &r);
     assert_status(&r, 503);
     assert_contains(r.body, "more than healthy_within (60 s)");
-    assert_contains(r.body, "cluster pass");
+    assert_contains(r.body, "cluster pass or watch");
+
+    /* An old pass with a recent completed watch is a quiet cluster being watched, so it is healthy. */
+    {
+        struct http_api_status st = {
+            .last_pass_finished_at = now - HEALTHY_WITHIN_S - 60,
+            .last_watch_at = now - 5,
+            .last_observation_complete = 1,
+            .holds_lock = 1,
+            .scope = "cluster",
+        };
+
+        http_api_update(f->api, &st);
+        http(f, "GET", "/healthz", NULL, &r);
+        assert_status(&r, 200);
+        st.last_watch_at = now - HEALTHY_WITHIN_S - 10;
+        http_api_update(f->api, &st);
+        http(f, "GET", "/healthz", NULL, &r);
+        assert_status(&r, 503);
+    }
 
     /* Health does not depend on the lock or on complete reads. */
     set_status(f, now, 0, 0);
