@@ -61,27 +61,42 @@ static void batch_abort(struct batch *b)
 static int record_findings(struct controller *c, struct pass_result *r, int read_only, char *err,
                            size_t errsz, struct batch *batch);
 
+/*
+ * Return 1 when only a change in a watched list (nodes, allocations,
+ * services, evaluations) can lift f's block. A rejection lasts until the
+ * evidence changes, and the evidence comes from those lists. For the
+ * orphan and GC rules, the breaker, precheck and reads guards rest on the
+ * lists too; a failed read already makes the pass incomplete. The restart
+ * rules also depend on server members and Variables (host heartbeats,
+ * restart orders), which no watch covers.
+ */
+static int lifted_by_watched_change(const struct finding *f)
+{
+    static const char *const list_guards[] = {"breaker", "precheck", "reads"};
+    int restart = strcmp(f->rule, RULE_CLIENT_RESTART) == 0 || strcmp(f->rule, RULE_SERVER_RESTART) == 0 ||
+                  strcmp(f->rule, RULE_NODE_INELIGIBLE) == 0;
+
+    if (strcmp(f->blocked_by, "rejected") == 0)
+        return 1;
+    for (size_t k = 0; !restart && k < sizeof(list_guards) / sizeof(list_guards[0]); k++) {
+        if (strcmp(f->blocked_by, list_guards[k]) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 long long reconcile_next_due(const struct pass_result *r)
 {
-    /*
-     * A rejection remains until the evidence changes, and evidence comes from
-     * the watched lists. The leader, reads, breaker and precheck guards may
-     * also lift through reads no watch covers (server members, Variables).
-     */
-    static const char *const changes_only[] = {"rejected"};
     long long due = LLONG_MAX;
 
     for (size_t i = 0; i < r->assessment.n; i++) {
         const struct finding *f = &r->assessment.findings[i];
-        int on_change = 0;
 
         if (f->action == NULL || f->outcome == OUTCOME_DRY_RUN || f->outcome == OUTCOME_PENDING_APPROVAL)
             continue;
         if (f->outcome != OUTCOME_BLOCKED || f->blocked_by == NULL)
             return 0;
-        for (size_t k = 0; k < sizeof(changes_only) / sizeof(changes_only[0]); k++)
-            on_change |= strcmp(f->blocked_by, changes_only[k]) == 0;
-        if (on_change)
+        if (lifted_by_watched_change(f))
             continue;
         if (f->retry_at <= 0)
             return 0;

@@ -53,10 +53,11 @@ void pass_result_free(struct pass_result *r);
  *   - the earliest time at which time alone lifts a guard that blocked an
  *     action (grace, cooldown, rate limit);
  *   - LLONG_MAX when only a change can alter the outcome: dry runs, actions
- *     waiting for an operator, and rejected actions;
+ *     waiting for an operator, rejected actions, and orphan and GC actions
+ *     blocked by the breaker, precheck or reads guard;
  *   - 0, a pass at every interval, when an action ran, failed or is in
- *     flight, or any other guard blocked one (pause file, leader, reads,
- *     breaker, ordering, precheck, tokens gone at the start).
+ *     flight, or any other block (pause file, leader, ordering, tokens gone
+ *     at the start, and the breaker, precheck or reads guard of a restart).
  * Actions in flight without a finding in r (a restart being polled) are not
  * seen here: the caller checks the journal for them.
  */

@@ -297,5 +297,35 @@ class ReuseUnchanged(LoopHelpers, MedicTestCase):
             self.stop()
 
 
+class GcWaitsForNodes(LoopHelpers, MedicTestCase):
+    """A forced GC blocked while a node is down waits for the node list to change."""
+
+    scenario = staticmethod(lambda: scenarios.gc_pileup(down_node=True))
+
+    def test_gc_precheck_waits_on_watch(self):
+        config = self.policy(mode="dry-run", interval="1s",
+                             system_gc='enabled = true; min_terminal_allocs = 10; min_terminal_evals = 10;')
+        # The restart rules would propose restarting the down node; this test is about the GC alone.
+        with open(config) as handle:
+            text = handle.read()
+        text = text.replace("rules = {", "rules = {\n  client_restart = { enabled = false; };\n"
+                            "  server_restart = { enabled = false; };\n  node_ineligible = { enabled = false; };", 1)
+        with open(config, "w") as handle:
+            handle.write(text)
+        self.start(config)
+        try:
+            self.assertTrue(self.wait_for(lambda: self.count("blocked") >= 1, 10), "the GC was not blocked")
+            self.assertEqual(self.journal_rows("state = 'blocked'")[0]["blocked_by"], "precheck")
+            time.sleep(4)
+            self.assertEqual(len(self.passes()), 1, "the loop passed every interval instead of watching")
+            self.assertGreaterEqual(len(self.watches()), 1)
+            down = next(n for n in self.data["nodes"] if n["Status"] == "down")
+            self.nomad.mutate([{"op": "set_node_status", "id": down["ID"], "status": "ready"}])
+            self.assertTrue(self.wait_for(lambda: self.count("dry_run") >= 1, 15),
+                            "no GC decision after the node came back")
+        finally:
+            self.stop()
+
+
 if __name__ == "__main__":
     unittest.main()
