@@ -159,7 +159,7 @@ static int live_pass_observed(struct controller *c, int read_only, const struct 
         else
             report_pass_text(stdout, &r, c->policy, title);
     }
-    t->next_due = reconcile_next_due(&r);
+    t->next_due = reconcile_next_due(&r, c->policy);
     if (t->next_due != 0 && actions_in_flight(c))
         t->next_due = 0;
     t->pass_started = r.now;
@@ -400,8 +400,44 @@ static void reload_policy(const struct cli_options *opts, struct policy *p)
              policy_mode_name(p->mode), p->interval_s);
 }
 
-/* Sleep up to seconds while keeping the lock: renew it in between. */
-static void wait_holding(struct coordination *coord, int holding, long seconds)
+/*
+ * Return 1 when an operator approved an action since the last pass started;
+ * the loop then passes at once. A failed check returns 0 and is logged, so a
+ * busy journal cannot make the loop pass over and over.
+ */
+static int approvals_waiting(struct controller *c, const struct run_telemetry *t)
+{
+    char why[512];
+    int approved = 0;
+
+    if (journal_approved_since(c->journal, t->pass_started, &approved, why, sizeof(why)) != JOURNAL_OK) {
+        log_warn("main", "checking for approvals failed: %s", why);
+        return 0;
+    }
+    if (approved > 0)
+        log_info("main", "%d action(s) approved since the last pass; passing now", approved);
+    return approved > 0;
+}
+
+/*
+ * Publish that the loop is alive between passes (after a completed watch or
+ * a step of a scheduled wait), which /healthz counts like a finished pass.
+ */
+static void note_alive(struct run_telemetry *t)
+{
+    if (t->api == NULL)
+        return;
+    t->status.last_watch_at = (long long)time(NULL);
+    http_api_update(t->api, &t->status);
+}
+
+/*
+ * Sleep up to seconds while keeping the lock: renew it in between. With c
+ * and t (an instance that may act), wake up every 10 s at most to report
+ * that it is alive and to return early when an operator approves an action.
+ */
+static void wait_holding(struct coordination *coord, int holding, long seconds, struct controller *c,
+                         struct run_telemetry *t)
 {
     long long end = (long long)time(NULL) + seconds;
     char why[512];
@@ -414,9 +450,18 @@ static void wait_holding(struct coordination *coord, int holding, long seconds)
             break;
         if (holding && chunk > coord->policy->lock_ttl_s / 3)
             chunk = coord->policy->lock_ttl_s / 3 > 0 ? coord->policy->lock_ttl_s / 3 : 1;
+        if (t != NULL && chunk > 10)
+            chunk = 10;
         sleep_interruptible(chunk);
-        if (holding && !stop_requested && coord_hold(coord, (long long)time(NULL), why, sizeof(why)) != LOCK_HELD)
+        if (stop_requested || reload_requested)
             return;
+        if (holding && coord_hold(coord, (long long)time(NULL), why, sizeof(why)) != LOCK_HELD)
+            return;
+        if (t != NULL) {
+            note_alive(t);
+            if (approvals_waiting(c, t))
+                return;
+        }
     }
 }
 
@@ -481,34 +526,6 @@ static int watch_for_change(struct nomad_client *client, const unsigned long lon
 }
 
 /*
- * Return 1 when an operator approved an action since the last pass started;
- * the loop then passes at once. A failed check returns 0 and is logged, so a
- * busy journal cannot make the loop pass over and over.
- */
-static int approvals_waiting(struct controller *c, const struct run_telemetry *t)
-{
-    char why[512];
-    int approved = 0;
-
-    if (journal_approved_since(c->journal, t->pass_started, &approved, why, sizeof(why)) != JOURNAL_OK) {
-        log_warn("main", "checking for approvals failed: %s", why);
-        return 0;
-    }
-    if (approved > 0)
-        log_info("main", "%d action(s) approved since the last pass; passing now", approved);
-    return approved > 0;
-}
-
-/* Publish the time of a completed watch, which /healthz counts as a sign of life between passes. */
-static void note_watch(struct run_telemetry *t)
-{
-    if (t->api == NULL)
-        return;
-    t->status.last_watch_at = (long long)time(NULL);
-    http_api_update(t->api, &t->status);
-}
-
-/*
  * Wait for the next pass. Passes start at most once per interval, so a busy
  * cluster whose allocations change every second is not listed back to back.
  * Only an operator's approval starts one sooner. After the interval, block
@@ -558,6 +575,7 @@ static unsigned wait_watching(struct controller *c, struct coordination *coord, 
                 return 0;
             if (coord->lock_id != NULL && coord_hold(coord, (long long)time(NULL), why, sizeof(why)) != LOCK_HELD)
                 return 0;
+            note_alive(t);
             if (approvals_waiting(c, t))
                 return 0;
             continue;
@@ -565,7 +583,7 @@ static unsigned wait_watching(struct controller *c, struct coordination *coord, 
         chunk = until - now < cap ? (long)(until - now) : cap;
         changed = watch_for_change(c->client, t->watch_index, chunk, &confirmed);
         if (changed >= 0)
-            note_watch(t);
+            note_alive(t);
         if (coord->lock_id != NULL && coord_hold(coord, (long long)time(NULL), why, sizeof(why)) != LOCK_HELD)
             return 0;
         if (changed > 0)
@@ -573,7 +591,7 @@ static unsigned wait_watching(struct controller *c, struct coordination *coord, 
         if (changed < 0) {
             now = (long long)time(NULL);
             if (now - started < p->interval_s)
-                wait_holding(coord, coord->lock_id != NULL, (long)(p->interval_s - (now - started)));
+                wait_holding(coord, coord->lock_id != NULL, (long)(p->interval_s - (now - started)), c, t);
             return 0;
         }
         if (approvals_waiting(c, t))
@@ -713,9 +731,10 @@ int cmd_run(const struct cli_options *opts)
             wait_as_node_agent(&agent, p.interval_s);
         else if (state != LOCK_STANDBY && telemetry.last_pass_ok && telemetry.next_due != 0)
             telemetry.unchanged = wait_watching(&c, &coord, &telemetry);
+        else if (state == LOCK_STANDBY)
+            wait_holding(&coord, 0, p.interval_s > 5 ? 5 : p.interval_s, NULL, NULL);
         else
-            wait_holding(&coord, coord.lock_id != NULL,
-                         state == LOCK_STANDBY && p.interval_s > 5 ? 5 : p.interval_s);
+            wait_holding(&coord, coord.lock_id != NULL, p.interval_s, &c, &telemetry);
     }
     log_info("main", "stop requested; exiting after the current step");
     coord_release(&coord);

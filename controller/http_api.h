@@ -52,7 +52,7 @@
 /* The state the main loop passes to http_api_update() after each pass. */
 struct http_api_status {
     long long last_pass_finished_at;        /* Unix seconds; 0 before the first pass */
-    long long last_watch_at;                /* Unix seconds of the last completed blocking query; 0 when none */
+    long long last_watch_at;                /* Unix seconds the loop was last seen alive between passes; 0 none */
     int last_observation_complete;          /* 1 when every read of that pass succeeded */
     long long last_complete_observation_at; /* Unix seconds; 0 when none yet */
     int holds_lock;                         /* 1 when this instance holds the lock, or runs alone */

@@ -85,9 +85,28 @@ static int lifted_by_watched_change(const struct finding *f)
     return 0;
 }
 
-long long reconcile_next_due(const struct pass_result *r)
+/* Lower *due to t when t is in the future and earlier. */
+static void due_at(long long *due, long long t, long long now)
 {
+    if (t > now && t < *due)
+        *due = t;
+}
+
+long long reconcile_next_due(const struct pass_result *r, const struct policy *p)
+{
+    const struct snapshot *s = &r->snapshot;
     long long due = LLONG_MAX;
+
+    for (size_t i = 0; i < s->n_nodes; i++) {
+        const struct snap_node *n = &s->nodes[i];
+
+        if ((n->status != NODE_DOWN && n->status != NODE_DISCONNECTED) || n->status_updated_at <= 0)
+            continue;
+        if (p->down_nodes.common.enabled && p->down_nodes.min_down_s > 0)
+            due_at(&due, n->status_updated_at + p->down_nodes.min_down_s, r->now);
+        if (p->client_restart.common.enabled && p->client_restart.min_down_s > 0)
+            due_at(&due, n->status_updated_at + p->client_restart.min_down_s, r->now);
+    }
 
     for (size_t i = 0; i < r->assessment.n; i++) {
         const struct finding *f = &r->assessment.findings[i];

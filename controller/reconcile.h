@@ -58,9 +58,12 @@ void pass_result_free(struct pass_result *r);
  *   - 0, a pass at every interval, when an action ran, failed or is in
  *     flight, or any other block (pause file, leader, ordering, tokens gone
  *     at the start, and the breaker, precheck or reads guard of a restart).
- * Actions in flight without a finding in r (a restart being polled) are not
- * seen here: the caller checks the journal for them.
+ * A down or disconnected node that has not yet been down for a rule's
+ * min_down (down_nodes, client_restart) makes that moment due too, since no
+ * list changes when the threshold passes. Actions in flight without a
+ * finding in r (a restart being polled) are not seen here: the caller
+ * checks the journal for them.
  */
-long long reconcile_next_due(const struct pass_result *r);
+long long reconcile_next_due(const struct pass_result *r, const struct policy *p);
 
 #endif

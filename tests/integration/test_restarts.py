@@ -762,5 +762,39 @@ class OrderDeletedWhileWatching(RestartCase):
             log.close()
 
 
+class MinDownWhileWatching(RestartCase):
+    """A down client that reaches min_down between passes is restarted then, not at the next resync."""
+
+    scenario = staticmethod(scenarios.hung_client)
+
+    def test_min_down_is_a_due_time(self):
+        # The hung client has been down for 120 s; min_down 126 s passes about 6 s after start.
+        config = self.write_policy(mode="dry-run", interval="2s", client={"min_down": "2m6s"})
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}
+        log = open(os.path.join(self.tmp, "run.log"), "w+")
+        started = time.time()
+        child = subprocess.Popen([os.environ["NOMAD_MEDIC_BIN"], "run", "--config", config],
+                                 env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 25
+            proposed = []
+            while time.time() < deadline and not proposed:
+                time.sleep(0.2)
+                # Never open the journal before the controller has created it.
+                if not os.path.exists(self.db):
+                    continue
+                try:
+                    proposed = [r for r in journal_rows(self.db) if r["kind"] == "client_restart"]
+                except sqlite3.OperationalError:
+                    continue
+            self.assertTrue(proposed, "the client restart was never proposed")
+            # Ten intervals (the resync) would be 20 s.
+            self.assertLess(time.time() - started, 14)
+        finally:
+            child.send_signal(signal.SIGTERM)
+            self.assertEqual(child.wait(timeout=30), 0)
+            log.close()
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -222,6 +222,15 @@ class PendingWatch(LoopHelpers, MedicTestCase):
             self.assertLess(time.time() - approved_at, 14)
             self.assertEqual(self.journal_rows("id = %d" % chosen["id"])[0]["state"], "succeeded")
             self.assertEqual(len(self.deletes()), 1)
+
+            # After a pass that ran an action, passes repeat every interval; an approval still wakes it.
+            self.assertTrue(self.wait_for(lambda: len(self.passes()) >= 2, 10))
+            second = self.journal_rows("state = 'pending_approval'")[0]
+            self.medic("actions", "approve", str(second["id"]), "--db", self.db, "--by", "alice")
+            approved_at = time.time()
+            self.assertTrue(self.wait_for(lambda: len(self.deletes()) == 2, 15),
+                            "the second approval waited for the 30 s interval")
+            self.assertLess(time.time() - approved_at, 14)
         finally:
             self.stop()
 
