@@ -435,9 +435,11 @@ static void note_alive(struct run_telemetry *t)
  * Sleep up to seconds while keeping the lock: renew it in between. With c
  * and t (an instance that may act), wake up every 10 s at most to report
  * that it is alive and to return early when an operator approves an action.
+ * Returns 0 when the time ran out, 1 when the wait ended early (stop,
+ * reload, lost lock or approval).
  */
-static void wait_holding(struct coordination *coord, int holding, long seconds, struct controller *c,
-                         struct run_telemetry *t)
+static int wait_holding(struct coordination *coord, int holding, long seconds, struct controller *c,
+                        struct run_telemetry *t)
 {
     long long end = (long long)time(NULL) + seconds;
     char why[512];
@@ -447,22 +449,23 @@ static void wait_holding(struct coordination *coord, int holding, long seconds, 
         long chunk = (long)(end - now);
 
         if (chunk <= 0)
-            break;
+            return 0;
         if (holding && chunk > coord->policy->lock_ttl_s / 3)
             chunk = coord->policy->lock_ttl_s / 3 > 0 ? coord->policy->lock_ttl_s / 3 : 1;
         if (t != NULL && chunk > 10)
             chunk = 10;
         sleep_interruptible(chunk);
         if (stop_requested || reload_requested)
-            return;
+            return 1;
         if (holding && coord_hold(coord, (long long)time(NULL), why, sizeof(why)) != LOCK_HELD)
-            return;
+            return 1;
         if (t != NULL) {
             note_alive(t);
             if (approvals_waiting(c, t))
-                return;
+                return 1;
         }
     }
+    return 1;
 }
 
 /*
@@ -526,9 +529,9 @@ static int watch_for_change(struct nomad_client *client, const unsigned long lon
 }
 
 /*
- * Wait for the next pass. Passes start at most once per interval, so a busy
- * cluster whose allocations change every second is not listed back to back.
- * Only an operator's approval starts one sooner. After the interval, block
+ * Wait for the next pass. A pass starts no sooner than one interval after
+ * the last one started, unless an operator approves an action or the policy
+ * is reloaded, so a busy cluster is not listed back to back. After that, block
  * on the watched lists until one changes (a change made meanwhile returns at
  * once), the last pass's due time comes (reconcile_next_due()), or an
  * approval arrives, keeping the lock throughout. When a watch read fails,
@@ -569,14 +572,7 @@ static unsigned wait_watching(struct controller *c, struct coordination *coord, 
             break;
         if (now < earliest) {
             /* Nothing is sent to Nomad before the interval is up, except the lock's renewal. */
-            chunk = earliest - now < cap ? (long)(earliest - now) : cap;
-            sleep_interruptible(chunk);
-            if (stop_requested || reload_requested)
-                return 0;
-            if (coord->lock_id != NULL && coord_hold(coord, (long long)time(NULL), why, sizeof(why)) != LOCK_HELD)
-                return 0;
-            note_alive(t);
-            if (approvals_waiting(c, t))
+            if (wait_holding(coord, coord->lock_id != NULL, (long)(earliest - now), c, t) != 0)
                 return 0;
             continue;
         }

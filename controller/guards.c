@@ -135,7 +135,7 @@ static int check_rate(struct guard_state *g, struct finding *f, const char *buck
         /* The bucket gains count tokens per period_s, continuously, so this is when one is free. */
         double wait_s = ((double)used + 1.0 - tokens) * (double)rate->period_s / (double)rate->count;
 
-        /* A period near the parser's limit must not overflow the cast; a year is as good as never here. */
+        /* Clamp to a year so a period near the parser's limit cannot overflow the cast. */
         if (wait_s > 366.0 * 86400.0)
             wait_s = 366.0 * 86400.0;
 

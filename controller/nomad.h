@@ -26,9 +26,9 @@
 
 /*
  * Whether responses are requested compressed (Accept-Encoding with every
- * encoding libcurl supports). AUTO asks for compression unless the address is
- * a loopback address, "localhost" or a unix socket: with no network between
- * the two ends, compressing only costs the agent and the controller CPU time.
+ * encoding libcurl supports). AUTO requests compression unless the address
+ * is a loopback address, "localhost" or a unix socket, because with no
+ * network between the two ends compression only costs CPU time on both.
  */
 enum nomad_compression {
     NOMAD_COMPRESSION_AUTO = 0,

@@ -1322,7 +1322,7 @@ static int failed_read_named(const struct snapshot *s, const char *prefix)
 
 #define REUSE_BIT(list) (1u << (list))
 
-/* The parts of reuse->previous that may be taken over (REUSE_BIT()s); the services bit covers the lookups. */
+/* Return the parts of reuse->previous that may be taken over, as REUSE_BIT() bits. The services bit covers the lookups. */
 static unsigned reusable_parts(const struct observe_reuse *reuse)
 {
     const struct snapshot *prev = reuse->previous;
@@ -1344,7 +1344,7 @@ static unsigned reusable_parts(const struct observe_reuse *reuse)
     return parts;
 }
 
-/* Move the parts named by bits from prev into s, then free the rest of prev. Returns 0, or -1 on allocation failure. */
+/* Move the parts named by parts from prev into s, then free the rest of prev. Returns 0, or -1 on allocation failure. */
 static int take_parts(struct snapshot *s, struct snapshot *prev, unsigned parts)
 {
     static const char *const read_names[WATCH_COUNT] = {

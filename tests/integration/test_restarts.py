@@ -150,6 +150,18 @@ class RestartCase(MedicTestCase):
     def once(self, config, *args):
         return self.medic("once", "--config", config, *args)
 
+    def start_run(self, config):
+        """Start `nomad-medic run` with config, its output in run.log; stop_run() ends it."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}
+        self.run_log = open(os.path.join(self.tmp, "run.log"), "w+")
+        self.run_child = subprocess.Popen([os.environ["NOMAD_MEDIC_BIN"], "run", "--config", config],
+                                          env=env, stdout=self.run_log, stderr=subprocess.STDOUT)
+
+    def stop_run(self):
+        self.run_child.send_signal(signal.SIGTERM)
+        self.assertEqual(self.run_child.wait(timeout=30), 0)
+        self.run_log.close()
+
     def once_json(self, config, *args):
         return json.loads(self.once(config, "--json", *args).stdout)
 
@@ -736,11 +748,7 @@ class OrderDeletedWhileWatching(RestartCase):
 
     def test_deleted_order_retried_soon(self):
         hung = scenarios.expected(self.data)["never_ready"][0]
-        config = self.write_policy(interval="3s", client={"ready_timeout": "3s"})
-        env = {k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}
-        log = open(os.path.join(self.tmp, "run.log"), "w+")
-        child = subprocess.Popen([os.environ["NOMAD_MEDIC_BIN"], "run", "--config", config],
-                                 env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.start_run(self.write_policy(interval="3s", client={"ready_timeout": "3s"}))
         try:
             deadline = time.time() + 30
             while time.time() < deadline and (self.order(hung) or {}).get("state") != "failed":
@@ -757,9 +765,7 @@ class OrderDeletedWhileWatching(RestartCase):
             self.assertEqual(len(self.recorded()), 2)
             self.assertLess(time.time() - deleted, 8, "the retry waited for the ten-interval resync")
         finally:
-            child.send_signal(signal.SIGTERM)
-            self.assertEqual(child.wait(timeout=30), 0)
-            log.close()
+            self.stop_run()
 
 
 class MinDownWhileWatching(RestartCase):
@@ -770,11 +776,8 @@ class MinDownWhileWatching(RestartCase):
     def test_min_down_is_a_due_time(self):
         # The hung client has been down for 120 s; min_down 126 s passes about 6 s after start.
         config = self.write_policy(mode="dry-run", interval="2s", client={"min_down": "2m6s"})
-        env = {k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}
-        log = open(os.path.join(self.tmp, "run.log"), "w+")
         started = time.time()
-        child = subprocess.Popen([os.environ["NOMAD_MEDIC_BIN"], "run", "--config", config],
-                                 env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.start_run(config)
         try:
             deadline = time.time() + 25
             proposed = []
@@ -791,9 +794,7 @@ class MinDownWhileWatching(RestartCase):
             # Ten intervals (the resync) would be 20 s.
             self.assertLess(time.time() - started, 14)
         finally:
-            child.send_signal(signal.SIGTERM)
-            self.assertEqual(child.wait(timeout=30), 0)
-            log.close()
+            self.stop_run()
 
 
 if __name__ == "__main__":
